@@ -1,0 +1,173 @@
+//! The admin listener: liveness, readiness, Prometheus metrics and the live route table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+use crate::model::Admission;
+use crate::state::Shared;
+use crate::upstream::Upstream;
+
+pub struct Admin {
+    shared: Arc<Shared>,
+    serve_metrics: bool,
+}
+
+impl Admin {
+    pub fn new(shared: Arc<Shared>, serve_metrics: bool) -> Self {
+        Self {
+            shared,
+            serve_metrics,
+        }
+    }
+
+    /// Ready when routes are loaded, berth is not shutting down, and a listener accepts.
+    async fn readiness(&self) -> Result<(), String> {
+        if self.shared.is_shutting_down() {
+            return Err("shutting down".into());
+        }
+        if !self.shared.is_loaded() {
+            return Err("routes are not loaded yet".into());
+        }
+        for listener in &self.shared.listeners {
+            if accepts(listener.address).await {
+                return Ok(());
+            }
+        }
+        Err("no listener accepts connections".into())
+    }
+
+    fn routes(&self) -> Value {
+        let table = self.shared.table();
+        Value::Array(table.upstreams().iter().map(|u| upstream_json(u)).collect())
+    }
+}
+
+/// Connects to our own listener: the only proof that Pingora bound it.
+async fn accepts(mut addr: std::net::SocketAddr) -> bool {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+fn upstream_json(upstream: &Upstream) -> Value {
+    let spec = &upstream.spec;
+    let backends: Vec<Value> = upstream
+        .members()
+        .iter()
+        .zip(&spec.backends)
+        .map(|(member, backend)| {
+            let health = match &backend.admission {
+                Admission::Draining => "draining",
+                Admission::DockerHealth(status) if status == "starting" => "starting",
+                Admission::DockerHealth(_) => "unhealthy",
+                Admission::Open => member.health.status().as_str(),
+            };
+            let last_probe = member.health.last_probe().map(|p| {
+                json!({
+                    "passed": p.passed,
+                    "detail": p.detail,
+                    "time": humantime::format_rfc3339_millis(p.at).to_string(),
+                    "duration_ms": p.duration.as_secs_f64() * 1000.0,
+                })
+            });
+            json!({
+                "address": member.addr.to_string(),
+                "weight": backend.weight,
+                "container_id": member.identity.container_id,
+                "container_name": member.identity.container_name,
+                "health": health,
+                "routable": member.routable(),
+                "last_probe": last_probe,
+            })
+        })
+        .collect();
+    json!({
+        "name": spec.name,
+        "domains": spec.domains,
+        "path_prefix": spec.path_prefix,
+        "visibility": spec.listeners.clone().unwrap_or_else(|| vec!["*".into()]),
+        "algorithm": spec.algorithm.as_str(),
+        "hash_key": spec.hash_key.to_string(),
+        "sticky_cookie": spec.sticky_cookie,
+        "source": spec.source.as_str(),
+        "retries": spec.retries,
+        "health_check": {
+            "type": match spec.health_check.kind {
+                crate::model::ProbeKind::Http { .. } => "http",
+                crate::model::ProbeKind::Tcp => "tcp",
+                crate::model::ProbeKind::None => "none",
+            },
+            "interval_ms": spec.health_check.interval.as_millis() as u64,
+        },
+        "backends": backends,
+    })
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .expect("static response parts are valid")
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Vec<u8>> {
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        body.into().into_bytes(),
+    )
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        }
+        match req.uri.path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => match self.readiness().await {
+                Ok(()) => text(StatusCode::OK, "ready\n"),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
+            },
+            "/metrics" if self.serve_metrics => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.shared.metrics.render(),
+            ),
+            "/api/routes" => respond(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec_pretty(&self.routes()).expect("JSON values serialize"),
+            ),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "berth admin: /healthz /readyz /metrics /api/routes\n",
+            ),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `berth demo`: the config file's loopback backends as `whoami` services in the same process,
+//! plus `serve` on that config, so a newcomer sees berth route with one command.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use pingora_core::services::listening::Service;
+use pingora_core::services::ServiceWithDependents;
+
+use crate::config::Config;
+use crate::serve::serve;
+use crate::whoami::Whoami;
+
+pub fn demo(path: PathBuf) -> Result<(), String> {
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let backends: BTreeSet<SocketAddr> = config
+        .snapshot
+        .services
+        .iter()
+        .flat_map(|s| s.backends.iter().map(|b| b.addr))
+        .filter(|addr| addr.ip().is_loopback())
+        .collect();
+    let mut extra: Vec<Box<dyn ServiceWithDependents>> = Vec::new();
+    for addr in &backends {
+        let name = format!("whoami-{}", addr.port());
+        let mut service = Service::new(name.clone(), Whoami::new(name));
+        service.add_tcp(&addr.to_string());
+        service.threads = Some(1);
+        extra.push(Box::new(service));
+    }
+
+    let listener = config.listeners[0].address;
+    println!(
+        "berth demo: {} whoami backends on {backends:?}",
+        backends.len()
+    );
+    println!("Try:");
+    for service in &config.snapshot.services {
+        if let Some(domain) = service.domains.iter().find(|d| !d.starts_with('*')) {
+            println!(
+                "  curl -H 'Host: {domain}' http://{listener}{}",
+                service.path_prefix
+            );
+        }
+    }
+    println!("  curl -H 'Host: unknown.example' http://{listener}/     # 404: no route");
+    if let Some(admin) = &config.admin {
+        println!("  curl http://{}/api/routes", admin.address);
+        println!("  curl http://{}/metrics", admin.address);
+    }
+    println!("Stop with Ctrl+C.");
+    serve(path, extra)
+}

@@ -1,0 +1,418 @@
+//! Backend health: the state machine each backend runs through, the Pingora probe that feeds
+//! it, and the one background driver that probes every backend of every upstream.
+//!
+//! Why berth keeps its own state instead of Pingora's `Health`: Pingora starts every backend
+//! healthy and offers no way to start it unhealthy, so a new container would take traffic
+//! before it could answer. berth's state starts at [`HealthStatus::Starting`] and only a passing
+//! probe admits a backend. The probes themselves are Pingora's `HttpHealthCheck` and
+//! `TcpHealthCheck`. An upstream fix would be a `Health` initial state (e.g. a
+//! `Backends::new_with_initial_health(false)`) plus per-check results and timings exposed to
+//! callers; with both, this module would shrink to the scheduling.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_error::{Error, ErrorType};
+use pingora_http::ResponseHeader;
+use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::Backend;
+use tokio::sync::Semaphore;
+
+use crate::model::{HealthCheckSpec, ProbeKind};
+use crate::state::Shared;
+
+/// What the probes say about a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// Joined, no verdict yet: gets no traffic.
+    Starting = 0,
+    Up = 1,
+    Down = 2,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Up => "healthy",
+            Self::Down => "unhealthy",
+        }
+    }
+
+    fn from_u8(raw: u8) -> Self {
+        match raw {
+            1 => Self::Up,
+            2 => Self::Down,
+            _ => Self::Starting,
+        }
+    }
+}
+
+/// The last probe of a backend, for operators.
+#[derive(Clone, Debug)]
+pub struct ProbeOutcome {
+    pub at: SystemTime,
+    pub passed: bool,
+    pub detail: String,
+    pub duration: Duration,
+}
+
+/// One backend's health. Only the probe driver writes it, and never for one backend twice at a
+/// time, so plain atomic loads and stores suffice; the data path only loads `status`.
+#[derive(Debug)]
+pub struct HealthState {
+    status: AtomicU8,
+    passes: AtomicU32,
+    failures: AtomicU32,
+    last: Mutex<Option<ProbeOutcome>>,
+    /// Earliest next probe, in nanoseconds since [`epoch`].
+    next_probe: AtomicU64,
+    probing: AtomicBool,
+}
+
+/// A process-wide origin for probe deadlines stored in atomics.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos_since_epoch(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl HealthState {
+    /// A backend that has just joined: `Starting`, first probe after `initial_delay`. With no
+    /// probe configured it is `Up` at once.
+    pub fn joining(spec: &HealthCheckSpec) -> Self {
+        let status = if spec.kind == ProbeKind::None {
+            HealthStatus::Up
+        } else {
+            HealthStatus::Starting
+        };
+        Self {
+            status: AtomicU8::new(status as u8),
+            passes: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            last: Mutex::new(None),
+            next_probe: AtomicU64::new(nanos_since_epoch(Instant::now() + spec.initial_delay)),
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    pub fn status(&self) -> HealthStatus {
+        HealthStatus::from_u8(self.status.load(Relaxed))
+    }
+
+    pub fn last_probe(&self) -> Option<ProbeOutcome> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies one probe result; returns the new status if it changed.
+    ///
+    /// `healthy_threshold` consecutive passes bring a starting or unhealthy backend up;
+    /// `unhealthy_threshold` consecutive failures take a starting or healthy one down.
+    pub fn observe(&self, passed: bool, spec: &HealthCheckSpec) -> Option<HealthStatus> {
+        let status = self.status();
+        let (streak, other, threshold, target) = if passed {
+            (
+                &self.passes,
+                &self.failures,
+                spec.healthy_threshold,
+                HealthStatus::Up,
+            )
+        } else {
+            (
+                &self.failures,
+                &self.passes,
+                spec.unhealthy_threshold,
+                HealthStatus::Down,
+            )
+        };
+        other.store(0, Relaxed);
+        let count = streak.load(Relaxed).saturating_add(1);
+        streak.store(count, Relaxed);
+        if status != target && count >= threshold {
+            self.status.store(target as u8, Relaxed);
+            Some(target)
+        } else {
+            None
+        }
+    }
+
+    /// Marks the backend up without a probe (the service stopped probing).
+    pub fn force_up(&self) {
+        self.status.store(HealthStatus::Up as u8, Relaxed);
+    }
+
+    fn record(&self, outcome: ProbeOutcome) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+    }
+
+    /// Claims the next probe if it is due; otherwise says when it will be.
+    fn claim_if_due(&self, now: Instant) -> Result<(), Instant> {
+        let due = epoch() + Duration::from_nanos(self.next_probe.load(Relaxed));
+        if self.probing.load(Relaxed) {
+            return Err(now + Duration::from_millis(100));
+        }
+        if due > now {
+            return Err(due);
+        }
+        self.probing.store(true, Relaxed);
+        Ok(())
+    }
+
+    fn release(&self, next: Instant) {
+        self.next_probe.store(nanos_since_epoch(next), Relaxed);
+        self.probing.store(false, Relaxed);
+    }
+}
+
+/// A configured Pingora probe for one service.
+pub struct Probe {
+    check: Box<dyn HealthCheck + Send + Sync>,
+    pub spec: HealthCheckSpec,
+}
+
+impl Probe {
+    /// `None` when the service does not probe (`type: none`).
+    pub fn new(spec: &HealthCheckSpec, host: &str) -> Option<Arc<Probe>> {
+        let check: Box<dyn HealthCheck + Send + Sync> = match &spec.kind {
+            ProbeKind::None => return None,
+            ProbeKind::Tcp => {
+                let mut tcp = TcpHealthCheck::default();
+                tcp.peer_template.options.connection_timeout = Some(spec.timeout);
+                Box::new(tcp)
+            }
+            ProbeKind::Http { path } => {
+                let mut http = HttpHealthCheck::new(host, false);
+                // Build the request from our own validated path and host.
+                let mut req = pingora_http::RequestHeader::build("GET", path.as_bytes(), None)
+                    .expect("validated probe path");
+                req.insert_header("Host", host).expect("validated host");
+                req.insert_header("User-Agent", "berth-health-check")
+                    .expect("static header");
+                http.req = req;
+                http.peer_template.options.connection_timeout = Some(spec.timeout);
+                http.peer_template.options.read_timeout = Some(spec.timeout);
+                http.port_override = spec.port;
+                http.validator = Some(Box::new(accept_2xx_3xx));
+                Box::new(http)
+            }
+        };
+        Some(Arc::new(Probe {
+            check,
+            spec: spec.clone(),
+        }))
+    }
+
+    /// Probes one backend; `Err` carries a short reason for operators.
+    pub async fn run(&self, target: &Backend) -> Result<(), String> {
+        let mut target = target.clone();
+        if let (ProbeKind::Tcp, Some(port)) = (&self.spec.kind, self.spec.port) {
+            target.addr.set_port(port);
+        }
+        match tokio::time::timeout(self.spec.timeout, self.check.check(&target)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.spec.timeout)),
+        }
+    }
+}
+
+fn accept_2xx_3xx(resp: &ResponseHeader) -> pingora_error::Result<()> {
+    if resp.status.is_success() || resp.status.is_redirection() {
+        Ok(())
+    } else {
+        Error::e_explain(
+            ErrorType::CustomCode("unhealthy status", resp.status.as_u16()),
+            format!("probe answered {}", resp.status),
+        )
+    }
+}
+
+/// Probes every backend of every upstream in the live route table when its interval is due.
+pub struct HealthDriver {
+    shared: Arc<Shared>,
+}
+
+/// More concurrent probes than this wait their turn: a table of 30,000 backends must not open
+/// 30,000 sockets at once.
+const MAX_CONCURRENT_PROBES: usize = 512;
+
+/// The driver re-reads the table at least this often.
+const MAX_IDLE: Duration = Duration::from_secs(1);
+
+impl HealthDriver {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthDriver {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
+        loop {
+            // Registered before the scan so a table published during it still wakes us.
+            let table_changed = self.shared.table_changed.notified();
+            let now = Instant::now();
+            let mut wake = now + MAX_IDLE;
+            let table = self.shared.table();
+            for upstream in table.upstreams() {
+                let Some(probe) = upstream.probe() else {
+                    continue;
+                };
+                for member in upstream.members() {
+                    match member.health.claim_if_due(now) {
+                        Err(due) => wake = wake.min(due),
+                        Ok(()) => {
+                            let probe = Arc::clone(probe);
+                            let member = Arc::clone(member);
+                            let permits = Arc::clone(&permits);
+                            tokio::spawn(async move {
+                                let _permit = permits.acquire_owned().await;
+                                member.probe_once(&probe).await;
+                            });
+                        }
+                    }
+                }
+            }
+            drop(table);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = table_changed => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+impl crate::upstream::Member {
+    /// Runs one probe and applies its result: health state, metrics, a log line on change.
+    async fn probe_once(&self, probe: &Probe) {
+        let started = Instant::now();
+        let result = probe.run(&self.backend).await;
+        let elapsed = started.elapsed();
+        let passed = result.is_ok();
+        let flipped = self.health.observe(passed, &probe.spec);
+        self.series.record_check(passed, elapsed, flipped.is_some());
+        if let Some(status) = flipped {
+            self.refresh_up_gauge();
+            match &result {
+                Ok(()) => {
+                    tracing::info!(service = %self.service, backend = %self.label(), "backend is {}", status.as_str())
+                }
+                Err(reason) => {
+                    tracing::warn!(service = %self.service, backend = %self.label(), "backend is {}: {reason}", status.as_str())
+                }
+            }
+        }
+        self.health.record(ProbeOutcome {
+            at: SystemTime::now(),
+            passed,
+            detail: result.err().unwrap_or_else(|| "ok".into()),
+            duration: elapsed,
+        });
+        self.health.release(Instant::now() + probe.spec.interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(healthy: u32, unhealthy: u32) -> HealthCheckSpec {
+        HealthCheckSpec {
+            healthy_threshold: healthy,
+            unhealthy_threshold: unhealthy,
+            ..HealthCheckSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_new_backend_waits_for_healthy_threshold_passes() {
+        let spec = spec(2, 2);
+        let h = HealthState::joining(&spec);
+        assert_eq!(h.status(), HealthStatus::Starting);
+        assert_eq!(h.observe(true, &spec), None);
+        assert_eq!(h.status(), HealthStatus::Starting);
+        assert_eq!(h.observe(true, &spec), Some(HealthStatus::Up));
+    }
+
+    #[test]
+    fn failures_must_be_consecutive() {
+        let spec = spec(1, 3);
+        let h = HealthState::joining(&spec);
+        h.observe(true, &spec);
+        assert_eq!(h.observe(false, &spec), None);
+        assert_eq!(h.observe(false, &spec), None);
+        assert_eq!(
+            h.observe(true, &spec),
+            None,
+            "a pass resets the failure streak"
+        );
+        assert_eq!(h.observe(false, &spec), None);
+        assert_eq!(h.observe(false, &spec), None);
+        assert_eq!(h.observe(false, &spec), Some(HealthStatus::Down));
+        assert_eq!(h.observe(true, &spec), Some(HealthStatus::Up));
+    }
+
+    #[test]
+    fn a_starting_backend_that_keeps_failing_shows_as_down() {
+        let spec = spec(1, 2);
+        let h = HealthState::joining(&spec);
+        h.observe(false, &spec);
+        assert_eq!(h.observe(false, &spec), Some(HealthStatus::Down));
+    }
+
+    #[test]
+    fn no_probe_means_up_from_the_start() {
+        let spec = HealthCheckSpec {
+            kind: ProbeKind::None,
+            ..HealthCheckSpec::default()
+        };
+        assert_eq!(HealthState::joining(&spec).status(), HealthStatus::Up);
+    }
+
+    #[test]
+    fn the_first_probe_waits_for_initial_delay() {
+        let spec = HealthCheckSpec {
+            initial_delay: Duration::from_secs(60),
+            ..HealthCheckSpec::default()
+        };
+        let h = HealthState::joining(&spec);
+        let due = h.claim_if_due(Instant::now()).unwrap_err();
+        assert!(due > Instant::now() + Duration::from_secs(59));
+        assert!(h
+            .claim_if_due(Instant::now() + Duration::from_secs(61))
+            .is_ok());
+        assert!(
+            h.claim_if_due(Instant::now() + Duration::from_secs(61))
+                .is_err(),
+            "one probe at a time"
+        );
+    }
+
+    #[tokio::test]
+    async fn probes_pass_and_fail_against_real_sockets() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let tcp = HealthCheckSpec {
+            kind: ProbeKind::Tcp,
+            timeout: Duration::from_millis(500),
+            ..HealthCheckSpec::default()
+        };
+        let probe = Probe::new(&tcp, "localhost").unwrap();
+        let backend = |addr: std::net::SocketAddr| Backend::new(&addr.to_string()).unwrap();
+        assert!(probe.run(&backend(open)).await.is_ok());
+        assert!(probe.run(&backend(closed)).await.is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! The `berth` command line.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+
+use berth::config::Config;
+use berth::whoami::Whoami;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A Host-routing HTTP load balancer on Pingora"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the load balancer.
+    Serve {
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit (0: valid).
+    Check {
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: PathBuf,
+    },
+    /// A tiny HTTP backend that answers with what it received.
+    Whoami {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, default_value = "whoami", value_parser = header_safe)]
+        name: String,
+    },
+    /// Two whoami backends and berth in front of them, no Docker needed.
+    Demo {
+        #[arg(long, default_value = "conf/demo.yaml")]
+        config: PathBuf,
+    },
+}
+
+fn header_safe(name: &str) -> Result<String, String> {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(name.to_owned())
+    } else {
+        Err("use visible ASCII characters only".into())
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve { config } => berth::serve::serve(config, Vec::new()),
+        Command::Demo { config } => berth::demo::demo(config),
+        Command::Check { config } => check(&config),
+        Command::Whoami { listen, name } => {
+            whoami(listen, name);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("berth: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let services = &config.snapshot.services;
+    let backends: usize = services.iter().map(|s| s.backends.len()).sum();
+    println!(
+        "{}: ok ({} listeners, {} services, {} backends{})",
+        path.display(),
+        config.listeners.len(),
+        services.len(),
+        backends,
+        if config.docker.enabled {
+            ", docker discovery on"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn whoami(listen: SocketAddr, name: String) {
+    let mut conf = ServerConf::default();
+    conf.grace_period_seconds = Some(0);
+    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = Service::new(format!("whoami {name}"), Whoami::new(name));
+    service.add_tcp(&listen.to_string());
+    server.add_service(service);
+    server.run(Default::default());
+}

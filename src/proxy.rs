@@ -1,0 +1,464 @@
+//! The Pingora `ProxyHttp` phases: route, pick a backend (sticky cookie, then the algorithm),
+//! retry another backend on connection failure, add forwarding headers, record metrics.
+//!
+//! Everything here runs per request, so it reads the route table once, lock-free, and does
+//! no allocation, locking or logging that a benchmark would notice.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::cookie::find_cookie;
+use crate::hostname::{normalize_request_host, MAX_HOST_LEN};
+use crate::model::HashKey;
+use crate::state::{InflightGuard, Shared};
+use crate::upstream::{MemberIndex, Upstream};
+
+/// The proxy of one listener.
+pub struct Proxy {
+    listener: usize,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub fn new(listener: usize, shared: Arc<Shared>) -> Self {
+        Self { listener, shared }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    started: Instant,
+    _inflight: InflightGuard,
+    route: Option<Route>,
+}
+
+/// The service a request was routed to and the backend it is on.
+struct Route {
+    upstream: Arc<Upstream>,
+    member: Option<MemberIndex>,
+    /// Backends this request failed to connect to.
+    tried: Vec<MemberIndex>,
+    /// The request's sticky cookie already names the serving backend.
+    sticky_hit: bool,
+    upstream_started: Option<Instant>,
+}
+
+impl Route {
+    fn new(upstream: Arc<Upstream>) -> Route {
+        upstream.series.open.inc();
+        Route {
+            upstream,
+            member: None,
+            tried: Vec::new(),
+            sticky_hit: false,
+            upstream_started: None,
+        }
+    }
+
+    /// Moves the request to another backend (or none), keeping in-flight gauges exact.
+    fn set_member(&mut self, member: Option<MemberIndex>) {
+        if let Some(old) = self.member {
+            self.upstream.member(old).series.open.dec();
+        }
+        if let Some(new) = member {
+            self.upstream.member(new).series.open.inc();
+        }
+        self.member = member;
+    }
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        self.set_member(None);
+        self.upstream.series.open.dec();
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            _inflight: self.shared.request_started(),
+            route: None,
+        }
+    }
+
+    /// Berth serves no HTTP modules (compression etc.); skipping Pingora's default saves work
+    /// on every request.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let raw_host = req
+            .uri
+            .host()
+            .map(str::as_bytes)
+            .or_else(|| req.headers.get(header::HOST).map(|h| h.as_bytes()));
+        let Some(raw_host) = raw_host else {
+            return self
+                .reply(
+                    session,
+                    400,
+                    "berth: the request has no Host header\n".into(),
+                )
+                .await;
+        };
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let Some(host) = normalize_request_host(raw_host, &mut buf) else {
+            return self
+                .reply(
+                    session,
+                    400,
+                    "berth: the Host header is not a valid host name\n".into(),
+                )
+                .await;
+        };
+        let upstream = {
+            let table = self.shared.table_guard();
+            table
+                .route(self.listener, host, req.uri.path().as_bytes())
+                .map(Arc::clone)
+        };
+        let Some(upstream) = upstream else {
+            let body = format!("berth: no route matches host \"{host}\"\n");
+            return self.reply(session, 404, body.into()).await;
+        };
+
+        let mut route = Route::new(upstream);
+        let upstream = &route.upstream;
+        let sticky = upstream.spec.sticky_cookie.as_deref().and_then(|name| {
+            let value = find_cookie(req.headers.get_all(header::COOKIE), name)?;
+            upstream.sticky_member(value, &[])
+        });
+        let chosen = match sticky {
+            Some(index) => {
+                route.sticky_hit = true;
+                Some(index)
+            }
+            None => {
+                let mut ip_buf = [0u8; 16];
+                upstream.select(
+                    hash_input(session, &upstream.spec.hash_key, &mut ip_buf),
+                    &[],
+                )
+            }
+        };
+        let Some(index) = chosen else {
+            let body = format!(
+                "berth: no healthy backend for service \"{}\"\n",
+                upstream.spec.name
+            );
+            ctx.route = Some(route);
+            write_text(session, 503, body.into()).await?;
+            return Ok(true);
+        };
+        route.set_member(Some(index));
+        ctx.route = Some(route);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .as_mut()
+            .expect("request_filter routes every request it lets through");
+        let index = match route.member {
+            Some(index) => index,
+            // A retry: any routable backend this request has not failed on yet.
+            None => match route.upstream.select(b"", &route.tried) {
+                Some(index) => {
+                    route.set_member(Some(index));
+                    route.sticky_hit = false;
+                    index
+                }
+                None => {
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(502),
+                        "every backend failed to connect",
+                    )
+                }
+            },
+        };
+        let member = route.upstream.member(index);
+        let timeouts = &route.upstream.spec.timeouts;
+        let mut peer = HttpPeer::new(member.addr, false, String::new());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(timeouts.read);
+        peer.options.idle_timeout = Some(timeouts.idle);
+        route.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(route) = ctx.route.as_mut() else {
+            return e;
+        };
+        if let Some(failed) = route.member {
+            route.upstream.member(failed).series.connection_errors.inc();
+            route.tried.push(failed);
+            let retry = route.tried.len() <= route.upstream.spec.retries as usize
+                && route.upstream.has_routable_besides(&route.tried);
+            if retry {
+                route.upstream.series.record_retry();
+                route.set_member(None);
+            }
+            e.set_retry(retry);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let forwarded_for = forwarded_for(upstream_request, ip);
+            upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
+            upstream_request.insert_header("x-forwarded-host", host)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(route) = &ctx.route {
+            if let (false, Some(index)) = (route.sticky_hit, route.member) {
+                if let Some(cookie) = route.upstream.set_cookie(index) {
+                    upstream_response.append_header(header::SET_COOKIE, cookie.clone())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = error_status(e);
+        if code > 0 {
+            let body = match code {
+                502 => "berth: the backend failed to answer\n",
+                504 => "berth: the backend did not answer in time\n",
+                400 => "berth: bad request\n",
+                _ => "berth: the request failed\n",
+            };
+            let _ = write_text(session, code, Bytes::from_static(body.as_bytes())).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _e: &Error) -> bool {
+        // Failures are counted per backend in metrics; logging each one would let a dead
+        // backend flood the log at the request rate. Unrouted errors stay logged.
+        ctx.route.is_some()
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let code = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or_else(|| e.map_or(0, client_closed_or_status));
+        if self.shared.access_log {
+            let req = session.req_header();
+            tracing::info!(
+                target: "berth::access",
+                client = ?session.client_addr(),
+                method = %req.method,
+                host = ?req.headers.get(header::HOST),
+                uri = %req.uri,
+                status = code,
+                service = ctx.route.as_ref().map(|r| r.upstream.spec.name.as_str()),
+                backend = ctx.route.as_ref().and_then(|r| r.member.map(|m| r.upstream.member(m).addr.to_string())),
+                duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            );
+        }
+        if !self.shared.record_metrics {
+            return;
+        }
+        let Some(route) = &ctx.route else {
+            return;
+        };
+        route.upstream.series.record_request(
+            code,
+            &session.req_header().method,
+            ctx.started.elapsed(),
+        );
+        if let Some(index) = route.member {
+            route.upstream.member(index).series.record_response(
+                code,
+                route
+                    .upstream_started
+                    .map_or(Duration::ZERO, |at| at.elapsed()),
+                session.body_bytes_sent(),
+                session.body_bytes_read(),
+            );
+        }
+    }
+}
+
+impl Proxy {
+    /// Answers a request berth could not route (and counts it as unrouted).
+    async fn reply(&self, session: &mut Session, code: u16, body: Bytes) -> Result<bool> {
+        if self.shared.record_metrics {
+            self.shared.metrics.unrouted(code);
+        }
+        write_text(session, code, body).await?;
+        Ok(true)
+    }
+}
+
+async fn write_text(session: &mut Session, code: u16, body: Bytes) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// The status berth answers a failed proxy attempt with.
+fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if *e.esource() == ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// For a request that ended without a response: 499 (nginx's "client closed request") when
+/// the client went away, else the status berth would have answered.
+fn client_closed_or_status(e: &Error) -> u16 {
+    match error_status(e) {
+        0 => 499,
+        code => code,
+    }
+}
+
+/// The client address appended to any `X-Forwarded-For` the request already carries.
+fn forwarded_for(req: &RequestHeader, client: IpAddr) -> String {
+    let mut value = String::with_capacity(64);
+    for previous in req.headers.get_all("x-forwarded-for") {
+        if let Ok(previous) = previous.to_str() {
+            value.push_str(previous);
+            value.push_str(", ");
+        }
+    }
+    use std::fmt::Write;
+    let _ = write!(value, "{client}");
+    value
+}
+
+/// The bytes `consistent_hash` hashes for this request; `ip_buf` holds a client address so
+/// hashing never allocates.
+fn hash_input<'a>(session: &'a Session, key: &HashKey, ip_buf: &'a mut [u8; 16]) -> &'a [u8] {
+    let req = session.req_header();
+    match key {
+        HashKey::ClientIp => match session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            Some(IpAddr::V4(v4)) => {
+                ip_buf[..4].copy_from_slice(&v4.octets());
+                &ip_buf[..4]
+            }
+            Some(IpAddr::V6(v6)) => {
+                *ip_buf = v6.octets();
+                &ip_buf[..]
+            }
+            None => b"",
+        },
+        HashKey::Path => req.uri.path().as_bytes(),
+        HashKey::Header(name) => req
+            .headers
+            .get(name.as_str())
+            .map_or(&b""[..], |v| v.as_bytes()),
+        HashKey::Cookie(name) => {
+            find_cookie(req.headers.get_all(header::COOKIE), name).unwrap_or(b"")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_to_the_existing_chain() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(forwarded_for(&req, ip), "10.1.2.3");
+        req.append_header("X-Forwarded-For", "1.1.1.1").unwrap();
+        req.append_header("X-Forwarded-For", "2.2.2.2, 3.3.3.3")
+            .unwrap();
+        assert_eq!(
+            forwarded_for(&req, ip),
+            "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3"
+        );
+    }
+
+    #[test]
+    fn upstream_timeouts_are_504_and_other_upstream_errors_502() {
+        let mut e = Error::new(ErrorType::ReadTimedout);
+        e.as_up();
+        assert_eq!(error_status(&e), 504);
+        let mut e = Error::new(ErrorType::ConnectRefused);
+        e.as_up();
+        assert_eq!(error_status(&e), 502);
+        let mut e = Error::new(ErrorType::ConnectionClosed);
+        e.as_down();
+        assert_eq!(client_closed_or_status(&e), 499);
+    }
+}

@@ -1,0 +1,295 @@
+//! The compiled route table: host and path lookup per listener, pointing at live upstreams.
+//!
+//! A table is immutable. The control plane compiles a new one from a [`Snapshot`] and publishes
+//! it with one atomic swap; a request reads the table once and keeps that version to its end.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::config::ListenerConfig;
+use crate::metrics::Metrics;
+use crate::model::Snapshot;
+use crate::upstream::Upstream;
+
+/// Routes of one host: `(path prefix, upstream index)`, longest prefix first.
+#[derive(Default)]
+struct Routes(Vec<(Box<str>, u32)>);
+
+impl Routes {
+    fn insert(&mut self, prefix: &str, upstream: u32) {
+        self.0.push((prefix.into(), upstream));
+        self.0
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+    }
+
+    fn find(&self, path: &[u8]) -> Option<u32> {
+        self.0
+            .iter()
+            .find(|(prefix, _)| prefix_matches(prefix.as_bytes(), path))
+            .map(|(_, upstream)| *upstream)
+    }
+}
+
+/// `/api` matches `/api` and `/api/...` but not `/apix`; a prefix ending in `/` matches any
+/// path that starts with it.
+fn prefix_matches(prefix: &[u8], path: &[u8]) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with(b"/") || path.len() == prefix.len() || path[prefix.len()] == b'/')
+}
+
+/// The hosts one listener serves.
+#[derive(Default)]
+struct HostRouter {
+    exact: FxHashMap<Box<str>, Routes>,
+    /// Keyed by the suffix after `*.`.
+    wildcard: FxHashMap<Box<str>, Routes>,
+    catch_all: Routes,
+}
+
+impl HostRouter {
+    fn insert(&mut self, domain: &str, prefix: &str, upstream: u32) {
+        let routes = if domain == "*" {
+            &mut self.catch_all
+        } else if let Some(suffix) = domain.strip_prefix("*.") {
+            self.wildcard.entry(suffix.into()).or_default()
+        } else {
+            self.exact.entry(domain.into()).or_default()
+        };
+        routes.insert(prefix, upstream);
+    }
+
+    /// Exact host first, then wildcards from the longest suffix, then the catch-all; the first
+    /// of those with a matching path prefix wins.
+    fn find(&self, host: &str, path: &[u8]) -> Option<u32> {
+        if let Some(found) = self.exact.get(host).and_then(|r| r.find(path)) {
+            return Some(found);
+        }
+        if !self.wildcard.is_empty() {
+            let mut rest = host;
+            while let Some(dot) = rest.find('.') {
+                rest = &rest[dot + 1..];
+                if let Some(found) = self.wildcard.get(rest).and_then(|r| r.find(path)) {
+                    return Some(found);
+                }
+            }
+        }
+        self.catch_all.find(path)
+    }
+}
+
+/// Everything the data path needs to route a request, for every listener.
+#[derive(Default)]
+pub struct RouteTable {
+    upstreams: Vec<Arc<Upstream>>,
+    by_name: FxHashMap<String, u32>,
+    listeners: Vec<HostRouter>,
+}
+
+impl RouteTable {
+    /// Compiles `snapshot` for `listeners`. Upstreams of `previous` whose spec is unchanged
+    /// are reused as they are; changed ones are rebuilt keeping their backends' state.
+    pub fn compile(
+        snapshot: &Snapshot,
+        listeners: &[ListenerConfig],
+        previous: &RouteTable,
+        metrics: &Arc<Metrics>,
+    ) -> RouteTable {
+        let mut table = RouteTable {
+            upstreams: Vec::with_capacity(snapshot.services.len()),
+            by_name: FxHashMap::default(),
+            listeners: listeners.iter().map(|_| HostRouter::default()).collect(),
+        };
+        for spec in &snapshot.services {
+            let old = previous.upstream(&spec.name);
+            let upstream = match old {
+                Some(old) if old.spec == *spec => Arc::clone(old),
+                _ => Arc::new(Upstream::build(spec.clone(), old.map(Arc::as_ref), metrics)),
+            };
+            let index = table.upstreams.len() as u32;
+            for (listener, router) in listeners.iter().zip(&mut table.listeners) {
+                let visible = spec
+                    .listeners
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&listener.name));
+                if visible {
+                    for domain in &spec.domains {
+                        router.insert(domain, &spec.path_prefix, index);
+                    }
+                }
+            }
+            table.by_name.insert(spec.name.clone(), index);
+            table.upstreams.push(upstream);
+        }
+        table
+    }
+
+    /// The upstream for a normalised host and a path on one listener.
+    pub fn route(&self, listener: usize, host: &str, path: &[u8]) -> Option<&Arc<Upstream>> {
+        let index = self.listeners.get(listener)?.find(host, path)?;
+        Some(&self.upstreams[index as usize])
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.by_name
+            .get(name)
+            .map(|&index| &self.upstreams[index as usize])
+    }
+
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::{
+        Algorithm, BackendSpec, HashKey, HealthCheckSpec, ServiceSpec, Source, Timeouts,
+    };
+
+    pub(crate) fn service(name: &str, domains: &[&str], prefix: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            path_prefix: prefix.into(),
+            listeners: None,
+            algorithm: Algorithm::RoundRobin,
+            hash_key: HashKey::ClientIp,
+            sticky_cookie: None,
+            health_check: HealthCheckSpec::default(),
+            retries: 2,
+            timeouts: Timeouts::default(),
+            backends: vec![BackendSpec::new("127.0.0.1:1".parse().unwrap())],
+            source: Source::File,
+        }
+    }
+
+    fn listener(name: &str) -> ListenerConfig {
+        ListenerConfig {
+            name: name.into(),
+            address: "127.0.0.1:0".parse().unwrap(),
+            h2c: false,
+        }
+    }
+
+    fn compile(services: Vec<ServiceSpec>) -> RouteTable {
+        RouteTable::compile(
+            &Snapshot { services },
+            &[listener("main")],
+            &RouteTable::default(),
+            &Metrics::new(),
+        )
+    }
+
+    fn routed(table: &RouteTable, host: &str, path: &str) -> Option<String> {
+        table
+            .route(0, host, path.as_bytes())
+            .map(|u| u.spec.name.clone())
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_longest_suffix_wins() {
+        let t = compile(vec![
+            service("exact", &["api.example.com"], "/"),
+            service("wild", &["*.example.com"], "/"),
+            service("deeper", &["*.eu.example.com"], "/"),
+        ]);
+        assert_eq!(routed(&t, "api.example.com", "/").as_deref(), Some("exact"));
+        assert_eq!(routed(&t, "www.example.com", "/").as_deref(), Some("wild"));
+        assert_eq!(routed(&t, "a.b.example.com", "/").as_deref(), Some("wild"));
+        assert_eq!(
+            routed(&t, "x.eu.example.com", "/").as_deref(),
+            Some("deeper")
+        );
+        assert_eq!(
+            routed(&t, "example.com", "/"),
+            None,
+            "*.x does not match x itself"
+        );
+        assert_eq!(routed(&t, "other.org", "/"), None);
+    }
+
+    #[test]
+    fn longest_path_prefix_wins_on_segment_boundaries() {
+        let t = compile(vec![
+            service("root", &["a.com"], "/"),
+            service("api", &["a.com"], "/api"),
+            service("v2", &["a.com"], "/api/v2/"),
+        ]);
+        assert_eq!(routed(&t, "a.com", "/api").as_deref(), Some("api"));
+        assert_eq!(routed(&t, "a.com", "/api/users").as_deref(), Some("api"));
+        assert_eq!(routed(&t, "a.com", "/apix").as_deref(), Some("root"));
+        assert_eq!(routed(&t, "a.com", "/api/v2/x").as_deref(), Some("v2"));
+        assert_eq!(routed(&t, "a.com", "/").as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn a_host_without_a_matching_path_falls_through_to_wildcards_then_catch_all() {
+        let t = compile(vec![
+            service("v2", &["api.example.com"], "/v2"),
+            service("wild", &["*.example.com"], "/"),
+            service("default", &["*"], "/"),
+        ]);
+        assert_eq!(
+            routed(&t, "api.example.com", "/v2/x").as_deref(),
+            Some("v2")
+        );
+        assert_eq!(
+            routed(&t, "api.example.com", "/v1").as_deref(),
+            Some("wild")
+        );
+        assert_eq!(routed(&t, "elsewhere.org", "/").as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn services_are_only_visible_on_their_listeners() {
+        let mut internal = service("internal", &["a.com"], "/");
+        internal.listeners = Some(vec!["private".into()]);
+        let t = RouteTable::compile(
+            &Snapshot {
+                services: vec![internal],
+            },
+            &[listener("public"), listener("private")],
+            &RouteTable::default(),
+            &Metrics::new(),
+        );
+        assert!(t.route(0, "a.com", b"/").is_none());
+        assert!(t.route(1, "a.com", b"/").is_some());
+    }
+
+    #[test]
+    fn unchanged_upstreams_are_reused_and_changed_ones_keep_members() {
+        let metrics = Metrics::new();
+        let listeners = [listener("main")];
+        let a = service("a", &["a.com"], "/");
+        let b = service("b", &["b.com"], "/");
+        let first = RouteTable::compile(
+            &Snapshot {
+                services: vec![a.clone(), b.clone()],
+            },
+            &listeners,
+            &RouteTable::default(),
+            &metrics,
+        );
+        let mut b2 = b.clone();
+        b2.backends
+            .push(BackendSpec::new("127.0.0.1:2".parse().unwrap()));
+        let second = RouteTable::compile(
+            &Snapshot {
+                services: vec![a, b2],
+            },
+            &listeners,
+            &first,
+            &metrics,
+        );
+        assert!(Arc::ptr_eq(
+            first.upstream("a").unwrap(),
+            second.upstream("a").unwrap()
+        ));
+        let (old_b, new_b) = (first.upstream("b").unwrap(), second.upstream("b").unwrap());
+        assert!(!Arc::ptr_eq(old_b, new_b));
+        assert!(Arc::ptr_eq(&old_b.members()[0], &new_b.members()[0]));
+        assert_eq!(new_b.members().len(), 2);
+    }
+}

@@ -1,0 +1,102 @@
+//! Process signals: SIGHUP reloads, SIGTERM drains and exits.
+//!
+//! Pingora's graceful shutdown stops the listeners and then sleeps for the *whole* grace period
+//! before exiting, even when nothing is in flight, so every `docker stop` would take the full
+//! 10 s (and one more second would get berth SIGKILLed). berth counts in-flight requests and
+//! exits as soon as the last one finishes, or when the grace period ends. An upstream fix would
+//! end Pingora's grace period when all sessions have finished.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{broadcast, Notify};
+
+use crate::state::Shared;
+
+pub struct Signals {
+    shared: Arc<Shared>,
+    reload: Arc<Notify>,
+    grace: Duration,
+    phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+}
+
+impl Signals {
+    pub fn new(
+        shared: Arc<Shared>,
+        reload: Arc<Notify>,
+        grace: Duration,
+        phases: broadcast::Receiver<ExecutionPhase>,
+    ) -> Self {
+        Self {
+            shared,
+            reload,
+            grace,
+            phases: std::sync::Mutex::new(Some(phases)),
+        }
+    }
+
+    /// Exits the process once Pingora has stopped accepting and no request is in flight.
+    fn exit_when_drained(&self) {
+        self.shared.begin_shutdown();
+        let shared = Arc::clone(&self.shared);
+        let deadline = Instant::now() + self.grace;
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
+        std::thread::spawn(move || {
+            if let Some(mut phases) = phases {
+                // Pingora has broadcast the shutdown to its listeners once it reports this phase.
+                while !matches!(
+                    phases.blocking_recv(),
+                    Ok(ExecutionPhase::GracefulTerminate)
+                        | Err(broadcast::error::RecvError::Closed)
+                ) {}
+            }
+            // Let each accept loop observe the shutdown before trusting a zero count.
+            std::thread::sleep(Duration::from_millis(50));
+            while shared.inflight() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let left = shared.inflight();
+            if left > 0 {
+                tracing::warn!("grace period over with {left} requests in flight; exiting");
+            } else {
+                tracing::info!("all requests finished; exiting");
+            }
+            std::process::exit(0);
+        });
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut hangup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+        let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        let mut quit = signal(SignalKind::quit()).expect("install SIGQUIT handler");
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    self.reload.notify_one();
+                }
+                _ = terminate.recv() => {
+                    tracing::info!(grace = ?self.grace, "SIGTERM: draining in-flight requests");
+                    self.exit_when_drained();
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = quit.recv() => {
+                    tracing::info!(grace = ?self.grace, "SIGQUIT: draining in-flight requests");
+                    self.exit_when_drained();
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = interrupt.recv() => {
+                    tracing::info!("SIGINT: exiting now");
+                    return ShutdownSignal::FastShutdown;
+                }
+            }
+        }
+    }
+}
