@@ -327,11 +327,12 @@ impl Config {
             let key_path = e.path().to_string();
             let inner = e.into_inner();
             let line_column = inner.location().map(|l| (l.line(), l.column()));
+            let message = strip_path(&strip_location(&inner.to_string()), &key_path);
             ConfigError {
                 file: file.to_owned(),
                 key_path,
                 line_column,
-                message: strip_location(&inner.to_string()),
+                message,
             }
         })?;
         raw.validate().map_err(|(key_path, message)| ConfigError {
@@ -364,6 +365,14 @@ fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(at) => message[..at].to_owned(),
         None => message.to_owned(),
+    }
+}
+
+/// serde_yaml_ng starts some messages with its own, shorter, key path; ours is printed already.
+fn strip_path(message: &str, key_path: &str) -> String {
+    match message.split_once(": ") {
+        Some((path, rest)) if !path.is_empty() && key_path.starts_with(path) => rest.to_owned(),
+        _ => message.to_owned(),
     }
 }
 

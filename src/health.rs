@@ -270,6 +270,8 @@ impl BackgroundService for HealthDriver {
                     match member.health.claim_if_due(now) {
                         Err(due) => wake = wake.min(due),
                         Ok(()) => {
+                            // Look again when this probe's successor is due at the earliest.
+                            wake = wake.min(now + probe.spec.interval);
                             let probe = Arc::clone(probe);
                             let member = Arc::clone(member);
                             let permits = Arc::clone(&permits);

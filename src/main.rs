@@ -113,9 +113,11 @@ fn check(path: &std::path::Path) -> Result<(), String> {
 }
 
 fn whoami(listen: SocketAddr, name: String) {
-    let mut conf = ServerConf::default();
-    conf.grace_period_seconds = Some(0);
-    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let conf = ServerConf {
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = Service::new(format!("whoami {name}"), Whoami::new(name));
