@@ -14,7 +14,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::sync::{watch, Mutex, Notify};
 
-use crate::config::Config;
+use crate::config::{Config, PolicyLayer};
 use crate::merge::merge;
 use crate::model::Snapshot;
 use crate::router::RouteTable;
@@ -28,6 +28,8 @@ pub struct Controller {
     path: PathBuf,
     reload: Arc<Notify>,
     discovered: Option<Discovered>,
+    /// Tells discovery sources the file's service defaults after a reload.
+    defaults: watch::Sender<PolicyLayer>,
     state: Mutex<ControlState>,
 }
 
@@ -48,6 +50,7 @@ impl Controller {
         config: Config,
         reload: Arc<Notify>,
         discovered: Option<Discovered>,
+        defaults: watch::Sender<PolicyLayer>,
     ) -> Controller {
         let file_text = std::fs::read(&path).ok();
         let controller = Controller {
@@ -55,6 +58,7 @@ impl Controller {
             path,
             reload,
             discovered,
+            defaults,
             state: Mutex::new(ControlState {
                 config,
                 file_text,
@@ -131,6 +135,11 @@ impl Controller {
         }
         // Keep what is bound at start; take the services and defaults.
         state.config.snapshot = config.snapshot;
+        self.defaults.send_if_modified(|current| {
+            let changed = *current != config.defaults;
+            *current = config.defaults.clone();
+            changed
+        });
         state.config.defaults = config.defaults;
         self.rebuild(state, "config reload");
         self.shared.metrics.config_reload(true);

@@ -300,8 +300,11 @@ impl crate::upstream::Member {
         let result = probe.run(&self.backend).await;
         let elapsed = started.elapsed();
         let passed = result.is_ok();
+        let before = self.health.status();
         let flipped = self.health.observe(passed, &probe.spec);
-        self.series.record_check(passed, elapsed, flipped.is_some());
+        // A first verdict is not a flap: only count changes between healthy and unhealthy.
+        let up_down = flipped.is_some() && before != HealthStatus::Starting;
+        self.series.record_check(passed, elapsed, up_down);
         if let Some(status) = flipped {
             self.refresh_up_gauge();
             match &result {

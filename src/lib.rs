@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod cookie;
 pub mod demo;
+pub mod docker;
 pub mod health;
 pub mod hostname;
 pub mod merge;

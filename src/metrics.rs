@@ -316,6 +316,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates a source's series at zero, so alerts on them have data before the first error.
+    pub fn discovery_source(&self, source: &str) {
+        self.discovery_errors.with_label_values(&[source]);
+    }
+
     pub fn discovery_error(&self, source: &str) {
         self.discovery_errors.with_label_values(&[source]).inc();
     }

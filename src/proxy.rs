@@ -50,6 +50,8 @@ struct Route {
     /// The request's sticky cookie already names the serving backend.
     sticky_hit: bool,
     upstream_started: Option<Instant>,
+    /// The backend's response header arrived (so the response body is the backend's).
+    upstream_responded: bool,
 }
 
 impl Route {
@@ -61,7 +63,24 @@ impl Route {
             tried: Vec::new(),
             sticky_hit: false,
             upstream_started: None,
+            upstream_responded: false,
         }
+    }
+
+    /// The current backend failed this request before answering: remember it, and say
+    /// whether another backend may take the request (retry budget left, one is routable).
+    fn fail_current(&mut self) -> bool {
+        let Some(failed) = self.member else {
+            return false;
+        };
+        self.tried.push(failed);
+        let retry = self.tried.len() <= self.upstream.spec.retries as usize
+            && self.upstream.has_routable_besides(&self.tried);
+        if retry {
+            self.upstream.series.record_retry();
+            self.set_member(None);
+        }
+        retry
     }
 
     /// Moves the request to another backend (or none), keeping in-flight gauges exact.
@@ -212,21 +231,52 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let Some(route) = ctx.route.as_mut() else {
-            return e;
-        };
-        if let Some(failed) = route.member {
-            route.upstream.member(failed).series.connection_errors.inc();
-            route.tried.push(failed);
-            let retry = route.tried.len() <= route.upstream.spec.retries as usize
-                && route.upstream.has_routable_besides(&route.tried);
-            if retry {
-                route.upstream.series.record_retry();
-                route.set_member(None);
+        if let Some(route) = ctx.route.as_mut() {
+            if let Some(failed) = route.member {
+                route.upstream.member(failed).series.connection_errors.inc();
             }
+            e.set_retry(route.fail_current());
+        }
+        e
+    }
+
+    /// Like nginx's `proxy_next_upstream error`: an idempotent request whose backend failed
+    /// before sending anything back goes to another backend. A stale pooled connection is
+    /// retried on the same backend with a fresh connection, as Pingora does by default.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if !replayable {
+            e.set_retry(false);
+            return e;
+        }
+        e.retry.decide_reuse(client_reused);
+        if !e.retry() {
+            let retry = ctx.route.as_mut().is_some_and(Route::fail_current);
             e.set_retry(retry);
         }
         e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route.as_mut() {
+            route.upstream_responded = true;
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -294,6 +344,18 @@ impl ProxyHttp for Proxy {
         ctx.route.is_some()
     }
 
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        _error: &Error,
+        _context: pingora_proxy::ProxyWarnLogContext,
+    ) -> bool {
+        // Retries are counted (berth_service_retries_total, connection errors per backend);
+        // a log line each would flood the log at the request rate while a backend dies.
+        ctx.route.is_some()
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let code = session
             .response_written()
@@ -325,12 +387,18 @@ impl ProxyHttp for Proxy {
             ctx.started.elapsed(),
         );
         if let Some(index) = route.member {
+            // Without a backend response, the body the client got is berth's error page.
+            let received = if route.upstream_responded {
+                session.body_bytes_sent()
+            } else {
+                0
+            };
             route.upstream.member(index).series.record_response(
                 code,
                 route
                     .upstream_started
                     .map_or(Duration::ZERO, |at| at.elapsed()),
-                session.body_bytes_sent(),
+                received,
                 session.body_bytes_read(),
             );
         }

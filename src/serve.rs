@@ -11,11 +11,12 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_core::services::ServiceWithDependents;
 use pingora_proxy::ProxyServiceBuilder;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::admin::Admin;
 use crate::config::{Config, MAX_RETRIES};
 use crate::controller::Controller;
+use crate::docker::DockerSource;
 use crate::health::HealthDriver;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -53,7 +54,14 @@ pub fn serve(path: PathBuf, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resul
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let discovered = None;
+    let (defaults_tx, defaults_rx) = watch::channel(config.defaults.clone());
+    let (docker, discovered) = if config.docker.enabled {
+        let (source, rx) =
+            DockerSource::new(config.docker.clone(), defaults_rx, Arc::clone(&metrics));
+        (Some(source), Some(rx))
+    } else {
+        (None, None)
+    };
     let grace = config.server.grace_period;
     let controller = Controller::start(
         Arc::clone(&shared),
@@ -61,6 +69,7 @@ pub fn serve(path: PathBuf, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resul
         config.clone(),
         Arc::clone(&reload),
         discovered,
+        defaults_tx,
     );
 
     for (index, listener) in config.listeners.iter().enumerate() {
@@ -90,6 +99,9 @@ pub fn serve(path: PathBuf, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resul
         HealthDriver::new(Arc::clone(&shared)),
     ));
     server.add_service(background_service("control plane", controller));
+    if let Some(docker) = docker {
+        server.add_service(background_service("docker discovery", docker));
+    }
     for service in extra {
         server.add_boxed_service(service);
     }

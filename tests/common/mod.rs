@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
+pub mod docker;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
