@@ -46,6 +46,12 @@ enum Command {
         #[arg(long, default_value = "whoami", value_parser = header_safe)]
         name: String,
     },
+    /// Exit 0 if the running berth's admin `/healthz` answers 200 (for Docker `HEALTHCHECK`;
+    /// the image has no curl).
+    Healthcheck {
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: PathBuf,
+    },
     /// Two whoami backends and berth in front of them, no Docker needed.
     Demo {
         #[arg(long, default_value = "conf/demo.yaml")]
@@ -79,6 +85,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => berth::serve::serve(config, Vec::new()),
         Command::Demo { config } => berth::demo::demo(config),
         Command::Check { config } => check(&config),
+        Command::Healthcheck { config } => healthcheck(&config),
         Command::Whoami { listen, name } => {
             whoami(listen, name);
             Ok(())
@@ -110,6 +117,40 @@ fn check(path: &std::path::Path) -> Result<(), String> {
         }
     );
     Ok(())
+}
+
+fn healthcheck(path: &std::path::Path) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let admin = config
+        .admin
+        .ok_or("the config has no admin listener to check")?;
+    let mut addr = admin.address;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    let status = reply.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(format!("admin listener {addr} answered {status:?}"))
+    }
 }
 
 fn whoami(listen: SocketAddr, name: String) {
