@@ -294,7 +294,22 @@ impl ProxyHttp for Proxy {
             upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
         }
         upstream_request.insert_header("x-forwarded-proto", "http")?;
-        if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
+        let req = session.req_header();
+        let host = match req.headers.get(header::HOST) {
+            Some(host) => Some(host.clone()),
+            // HTTP/2 carries the host as `:authority`; an HTTP/1.1 backend needs `Host`.
+            None => match req.uri.authority() {
+                Some(authority) => {
+                    let host = http::HeaderValue::from_str(authority.as_str()).map_err(|e| {
+                        Error::because(ErrorType::InvalidHTTPHeader, "authority", e)
+                    })?;
+                    upstream_request.insert_header(header::HOST, host.clone())?;
+                    Some(host)
+                }
+                None => None,
+            },
+        };
+        if let Some(host) = host {
             upstream_request.insert_header("x-forwarded-host", host)?;
         }
         Ok(())

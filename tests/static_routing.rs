@@ -635,3 +635,36 @@ async fn demo_serves_its_config_with_builtin_backends() {
     let seen = count_backends(&client, &format!("http://{http}/"), "whoami.localhost", 4).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+#[tokio::test]
+async fn h2c_listeners_speak_http2_and_backends_still_get_a_host() {
+    let a = Whoami::start("a");
+    let berth = Berth::start(
+        &config(&service("api", "[api.test]", "", &[&a]))
+            .replace("address: \"{http}\"", "address: \"{http}\"\n    h2c: true"),
+    );
+    berth.wait_backend_health("api", a.addr, "healthy");
+    // HTTP/2 carries the host as :authority, taken from the URL; resolve it to the listener.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("api.test", berth.http)
+        .build()
+        .unwrap();
+    let response = h2
+        .get(format!("http://api.test:{}/x", berth.http.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap().to_ascii_lowercase();
+    assert!(body.contains("host: api.test"), "{body}");
+    // HTTP/1.1 still works on the same listener.
+    assert_eq!(
+        get(&client(), &berth.url("/"), "api.test")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
