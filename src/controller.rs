@@ -95,6 +95,7 @@ impl Controller {
             &state.config.listeners,
             &old,
             &self.shared.metrics,
+            &self.shared.probes,
         );
         let services = table.upstreams().len();
         self.shared.publish(table, complete);

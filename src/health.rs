@@ -1,11 +1,10 @@
-//! Backend health: the state machine each backend runs through, the Pingora probe that feeds
-//! it, and the one background driver that probes every backend of every upstream.
+//! Backend health: the state machine each backend runs through, and the one background driver
+//! that probes every backend of every upstream (the probes are in [`crate::probe`]).
 //!
 //! Why berth keeps its own state instead of Pingora's `Health`: Pingora starts every backend
 //! healthy and offers no way to start it unhealthy, so a new container would take traffic
 //! before it could answer. berth's state starts at [`HealthStatus::Starting`] and only a passing
-//! probe admits a backend. The probes themselves are Pingora's `HttpHealthCheck` and
-//! `TcpHealthCheck`. An upstream fix would be a `Health` initial state (e.g. a
+//! probe admits a backend. An upstream fix would be a `Health` initial state (e.g. a
 //! `Backends::new_with_initial_health(false)`) plus per-check results and timings exposed to
 //! callers; with both, this module would shrink to the scheduling.
 
@@ -16,13 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use pingora_error::{Error, ErrorType};
-use pingora_http::ResponseHeader;
-use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
-use pingora_load_balancing::Backend;
 use tokio::sync::Semaphore;
 
 use crate::model::{HealthCheckSpec, ProbeKind};
+use crate::probe::Probe;
 use crate::state::Shared;
 
 /// What the probes say about a backend.
@@ -168,69 +164,6 @@ impl HealthState {
     fn release(&self, next: Instant) {
         self.next_probe.store(nanos_since_epoch(next), Relaxed);
         self.probing.store(false, Relaxed);
-    }
-}
-
-/// A configured Pingora probe for one service.
-pub struct Probe {
-    check: Box<dyn HealthCheck + Send + Sync>,
-    pub spec: HealthCheckSpec,
-}
-
-impl Probe {
-    /// `None` when the service does not probe (`type: none`).
-    pub fn new(spec: &HealthCheckSpec, host: &str) -> Option<Arc<Probe>> {
-        let check: Box<dyn HealthCheck + Send + Sync> = match &spec.kind {
-            ProbeKind::None => return None,
-            ProbeKind::Tcp => {
-                let mut tcp = TcpHealthCheck::default();
-                tcp.peer_template.options.connection_timeout = Some(spec.timeout);
-                Box::new(tcp)
-            }
-            ProbeKind::Http { path } => {
-                let mut http = HttpHealthCheck::new(host, false);
-                // Build the request from our own validated path and host.
-                let mut req = pingora_http::RequestHeader::build("GET", path.as_bytes(), None)
-                    .expect("validated probe path");
-                req.insert_header("Host", host).expect("validated host");
-                req.insert_header("User-Agent", "berth-health-check")
-                    .expect("static header");
-                http.req = req;
-                http.peer_template.options.connection_timeout = Some(spec.timeout);
-                http.peer_template.options.read_timeout = Some(spec.timeout);
-                http.port_override = spec.port;
-                http.validator = Some(Box::new(accept_2xx_3xx));
-                Box::new(http)
-            }
-        };
-        Some(Arc::new(Probe {
-            check,
-            spec: spec.clone(),
-        }))
-    }
-
-    /// Probes one backend; `Err` carries a short reason for operators.
-    pub async fn run(&self, target: &Backend) -> Result<(), String> {
-        let mut target = target.clone();
-        if let (ProbeKind::Tcp, Some(port)) = (&self.spec.kind, self.spec.port) {
-            target.addr.set_port(port);
-        }
-        match tokio::time::timeout(self.spec.timeout, self.check.check(&target)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.spec.timeout)),
-        }
-    }
-}
-
-fn accept_2xx_3xx(resp: &ResponseHeader) -> pingora_error::Result<()> {
-    if resp.status.is_success() || resp.status.is_redirection() {
-        Ok(())
-    } else {
-        Error::e_explain(
-            ErrorType::CustomCode("unhealthy status", resp.status.as_u16()),
-            format!("probe answered {}", resp.status),
-        )
     }
 }
 
@@ -400,24 +333,5 @@ mod tests {
                 .is_err(),
             "one probe at a time"
         );
-    }
-
-    #[tokio::test]
-    async fn probes_pass_and_fail_against_real_sockets() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let open = listener.local_addr().unwrap();
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let tcp = HealthCheckSpec {
-            kind: ProbeKind::Tcp,
-            timeout: Duration::from_millis(500),
-            ..HealthCheckSpec::default()
-        };
-        let probe = Probe::new(&tcp, "localhost").unwrap();
-        let backend = |addr: std::net::SocketAddr| Backend::new(&addr.to_string()).unwrap();
-        assert!(probe.run(&backend(open)).await.is_ok());
-        assert!(probe.run(&backend(closed)).await.is_err());
     }
 }

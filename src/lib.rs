@@ -13,6 +13,7 @@ pub mod hostname;
 pub mod merge;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod proxy;
 pub mod router;
 pub mod serve;

@@ -19,10 +19,13 @@ use prometheus::{
 
 use crate::model::BackendIdentity;
 
-const LATENCY_BUCKETS: &[f64] = &[
+// Buckets cost a series each, per service or per backend: a scrape of 1,000 backends must
+// stay cheap, so per-backend histograms get fewer buckets than per-service ones.
+const SERVICE_LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
-const CHECK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0];
+const SERVER_LATENCY_BUCKETS: &[f64] = &[0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0];
+const CHECK_BUCKETS: &[f64] = &[0.001, 0.01, 0.1, 1.0, 5.0];
 
 /// The metric families and the registry that exposes them.
 pub struct Metrics {
@@ -112,7 +115,7 @@ impl Metrics {
                 "berth_service_request_duration_seconds",
                 "Time from request headers received to response sent, per service.",
                 svc,
-                LATENCY_BUCKETS,
+                SERVICE_LATENCY_BUCKETS,
             ),
             service_open: gauge_vec(
                 &r,
@@ -137,7 +140,7 @@ impl Metrics {
                 "berth_server_request_duration_seconds",
                 "Upstream time: from choosing the backend to the end of its response.",
                 srv,
-                LATENCY_BUCKETS,
+                SERVER_LATENCY_BUCKETS,
             ),
             server_up: gauge_vec(
                 &r,

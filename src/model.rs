@@ -104,7 +104,7 @@ pub fn is_cookie_name(name: &str) -> bool {
 }
 
 /// The kind of active probe.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ProbeKind {
     /// `GET path`; any 2xx or 3xx answer passes (HAProxy's `httpchk` rule).
     Http { path: String },

@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
 use crate::model::Snapshot;
+use crate::probe::ProbeCache;
 use crate::upstream::Upstream;
 
 /// Routes of one host: `(path prefix, upstream index)`, longest prefix first.
@@ -94,6 +95,7 @@ impl RouteTable {
         listeners: &[ListenerConfig],
         previous: &RouteTable,
         metrics: &Arc<Metrics>,
+        probes: &ProbeCache,
     ) -> RouteTable {
         let mut table = RouteTable {
             upstreams: Vec::with_capacity(snapshot.services.len()),
@@ -104,7 +106,12 @@ impl RouteTable {
             let old = previous.upstream(&spec.name);
             let upstream = match old {
                 Some(old) if old.spec == *spec => Arc::clone(old),
-                _ => Arc::new(Upstream::build(spec.clone(), old.map(Arc::as_ref), metrics)),
+                _ => Arc::new(Upstream::build(
+                    spec.clone(),
+                    old.map(Arc::as_ref),
+                    metrics,
+                    probes,
+                )),
             };
             let index = table.upstreams.len() as u32;
             for (listener, router) in listeners.iter().zip(&mut table.listeners) {
@@ -179,6 +186,7 @@ pub(crate) mod tests {
             &[listener("main")],
             &RouteTable::default(),
             &Metrics::new(),
+            &ProbeCache::default(),
         )
     }
 
@@ -253,6 +261,7 @@ pub(crate) mod tests {
             &[listener("public"), listener("private")],
             &RouteTable::default(),
             &Metrics::new(),
+            &ProbeCache::default(),
         );
         assert!(t.route(0, "a.com", b"/").is_none());
         assert!(t.route(1, "a.com", b"/").is_some());
@@ -271,6 +280,7 @@ pub(crate) mod tests {
             &listeners,
             &RouteTable::default(),
             &metrics,
+            &ProbeCache::default(),
         );
         let mut b2 = b.clone();
         b2.backends
@@ -282,6 +292,7 @@ pub(crate) mod tests {
             &listeners,
             &first,
             &metrics,
+            &ProbeCache::default(),
         );
         assert!(Arc::ptr_eq(
             first.upstream("a").unwrap(),

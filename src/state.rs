@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
+use crate::probe::ProbeCache;
 use crate::router::RouteTable;
 
 pub struct Shared {
@@ -15,6 +16,7 @@ pub struct Shared {
     /// Woken whenever a new table is published (the health driver probes new backends at once).
     pub table_changed: Notify,
     pub metrics: Arc<Metrics>,
+    pub probes: ProbeCache,
     /// Whether the data path records metrics (`admin.metrics`).
     pub record_metrics: bool,
     pub access_log: bool,
@@ -35,6 +37,7 @@ impl Shared {
             table: ArcSwap::from_pointee(RouteTable::default()),
             table_changed: Notify::new(),
             metrics,
+            probes: ProbeCache::default(),
             record_metrics,
             access_log,
             listeners,

@@ -14,9 +14,10 @@ use pingora_load_balancing::selection::{
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use rustc_hash::FxHashMap;
 
-use crate::health::{HealthState, HealthStatus, Probe};
+use crate::health::{HealthState, HealthStatus};
 use crate::metrics::{InfoSeries, Metrics, ServerSeries, ServiceSeries};
 use crate::model::{Admission, Algorithm, BackendIdentity, BackendSpec, ProbeKind, ServiceSpec};
+use crate::probe::{Probe, ProbeCache};
 
 /// One backend of one service. Shared by every route-table version that routes to it, so its
 /// health, in-flight count and metrics survive reloads and discovery updates.
@@ -177,6 +178,7 @@ impl Upstream {
         spec: ServiceSpec,
         previous: Option<&Upstream>,
         metrics: &Arc<Metrics>,
+        probes: &ProbeCache,
     ) -> Upstream {
         let members: Box<[Arc<Member>]> = spec
             .backends
@@ -222,7 +224,7 @@ impl Upstream {
             .iter()
             .find(|d| !d.starts_with('*'))
             .map_or("localhost", String::as_str);
-        let probe = Probe::new(&spec.health_check, probe_host);
+        let probe = Probe::new(&spec.health_check, probe_host, probes);
         Upstream {
             balancer: Balancer::new(spec.algorithm, &members, &spec),
             series: metrics.service(&spec.name),

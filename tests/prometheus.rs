@@ -60,13 +60,7 @@ impl Scenario {
         let b = Whoami::start("b");
         let dead = free_addr();
         let berth = Berth::start(&format!(
-            r#"
-listeners:
-  - name: main
-    address: "{{http}}"
-admin:
-  address: "{{admin}}"
-services:
+            r#"{LISTENERS}services:
   - name: api
     domains: ["api.example.com"]
     health_check: {{ interval: 200ms, timeout: 500ms }}

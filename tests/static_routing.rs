@@ -12,16 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn config(services: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - name: main
-    address: "{{http}}"
-admin:
-  address: "{{admin}}"
-services:
-{services}"#
-    )
+    format!("{LISTENERS}services:\n{services}")
 }
 
 fn service(name: &str, domains: &str, extra: &str, backends: &[&Whoami]) -> String {
@@ -555,36 +546,18 @@ fn check_accepts_a_good_config_and_pinpoints_a_broken_one() {
             .replace("{admin}", "127.0.0.1:9900")
     };
     let good = dir.path().join("good.yaml");
-    std::fs::write(
-        &good,
-        fill(config(
-            "  - domains: [a.test]\n    backends: [{address: \"127.0.0.1:9\"}]\n",
-        )),
-    )
-    .unwrap();
-    let out = std::process::Command::new(BERTH)
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let good_services = "  - domains: [a.test]\n    backends: [{address: \"127.0.0.1:9\"}]\n";
+    std::fs::write(&good, fill(config(good_services))).unwrap();
+    let out = check(&good);
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("ok (1 listeners, 1 services, 1 backends)")
     );
 
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
-        fill(config(
-            "  - domains: [a.test]\n    health_check:\n      interval: soon\n",
-        )),
-    )
-    .unwrap();
-    let out = std::process::Command::new(BERTH)
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let bad_services = "  - domains: [a.test]\n    health_check:\n      interval: soon\n";
+    std::fs::write(&bad, fill(config(bad_services))).unwrap();
+    let out = check(&bad);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:"), "{err}");

@@ -211,18 +211,14 @@ impl Drop for Network {
 /// berth config with Docker discovery on and quick probes; `{http}`/`{admin}` as in `Berth`.
 pub fn berth_config(extra: &str) -> String {
     format!(
-        r#"
-listeners:
-  - name: main
-    address: "{{http}}"
-admin:
-  address: "{{admin}}"
+        r#"{}
 defaults:
   health_check: {{ interval: 250ms, timeout: 1s }}
 discovery:
   docker:
     enabled: true
     debounce: 20ms
-{extra}"#
+{extra}"#,
+        super::LISTENERS
     )
 }

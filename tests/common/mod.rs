@@ -12,6 +12,25 @@ use std::time::{Duration, Instant};
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
+/// The listener and admin sections every test config starts with; `Berth` fills in the
+/// `{http}` and `{admin}` addresses.
+pub const LISTENERS: &str = r#"
+listeners:
+  - name: main
+    address: "{http}"
+admin:
+  address: "{admin}"
+"#;
+
+/// Runs `berth check --config path`.
+pub fn check(path: &Path) -> std::process::Output {
+    Command::new(BERTH)
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
