@@ -1,0 +1,825 @@
+#!/usr/bin/env bash
+# berth against nginx and HAProxy on one core each, plus the backend directly (the upper bound).
+#
+#   bench/run.sh                      full run: every scenario, writes bench/results-latest.md
+#   bench/run.sh --smoke              seconds; one short run of the small scenario (CI)
+#   bench/run.sh --scenario small --runs 7 --duration 10
+#   bench/run.sh --scenario scale     10,000 services / 30,000 backends: start, RSS, /metrics, reload
+#   bench/run.sh --profile            syscalls/request of all three, berth's allocations and profile
+#
+# Layout: each proxy pinned to CPU 0 with one worker/thread; wrk and two nginx backends (one
+# worker each) pinned to CPU 1. Runs are interleaved (A B C A B C ...) so drift hits every proxy
+# alike. The fair figure is the proxy's CPU time per request (user+system time of its whole
+# process tree from /proc/PID/stat, divided by the requests wrk completed): req/s alone is capped
+# by CPU 1, which the load generator and the backends share. See bench/RESULTS.md.
+#
+# Only ever sends load to 127.0.0.1.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+
+usage() {
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<EOF
+
+Options:
+  --smoke           one run of 2 s per target, small scenario only; exit 1 if any target failed
+  --runs N          interleaved runs per target (default: 5 for small, 3 for the others)
+  --duration S      seconds per run (default 8)
+  --scenario NAME   one of: $ALL_SCENARIOS, scale (repeat or comma-separate; default: all)
+  --profile         small scenario: syscalls and context switches per request of every proxy
+                    (perf stat), berth's heap calls per request (uprobes) and a perf profile
+                    of berth; writes target/bench-profile/ (needs perf and root)
+  --no-build        use target/release/berth as it is (or \$BERTH_BIN)
+  --out FILE        results file for full runs (default bench/results-latest.md; the raw
+                    per-run figures go next to it as .tsv)
+  -h, --help        this text
+
+Environment: BENCH_PORT_BASE (default 18000; ports BASE+81..BASE+301 on 127.0.0.1),
+BERTH_BIN (a prebuilt binary), BERTH_LOG (berth's RUST_LOG, default warn), KEEP_TMP=1 (keep
+the generated configs, logs and wrk outputs), SCALE_SERVICES (default 10000).
+EOF
+}
+
+ALL_SCENARIOS="small 16k 1m close c100 c1000 sticky sticky-new metrics"
+SMOKE=0
+RUNS=""
+DURATION=8
+SCENARIOS=()
+PROFILE=0
+BUILD=1
+OUT="$HERE/results-latest.md"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) SMOKE=1 ;;
+        --runs) RUNS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --scenario) IFS=, read -r -a more <<<"$2"; SCENARIOS+=("${more[@]}"); shift ;;
+        --profile) PROFILE=1 ;;
+        --no-build) BUILD=0 ;;
+        --out) OUT=$2; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$SMOKE" = 1 ]; then
+    SCENARIOS=(small)
+    RUNS=1
+    DURATION=2
+fi
+if [ "$PROFILE" = 1 ] && [ ${#SCENARIOS[@]} -eq 0 ]; then
+    SCENARIOS=(none)
+fi
+if [ ${#SCENARIOS[@]} -eq 0 ]; then
+    read -r -a SCENARIOS <<<"$ALL_SCENARIOS scale"
+fi
+for s in "${SCENARIOS[@]}"; do
+    case " $ALL_SCENARIOS scale none " in
+        *" $s "*) ;;
+        *) echo "run.sh: unknown scenario $s (one of: $ALL_SCENARIOS scale)" >&2; exit 2 ;;
+    esac
+done
+
+# Ports on 127.0.0.1 (override the base if they are taken).
+BASE=${BENCH_PORT_BASE:-18000}
+B1=$((BASE + 81))
+B2=$((BASE + 82))
+declare -A PORT=([direct]=$B1 [berth]=$((BASE + 101)) [berth-nometrics]=$((BASE + 102))
+    [nginx]=$((BASE + 201)) [haproxy]=$((BASE + 301)))
+declare -A ADMIN=([berth]=$((BASE + 191)) [berth-nometrics]=$((BASE + 192)))
+SCALE_PORT=$((BASE + 111))
+SCALE_ADMIN=$((BASE + 193))
+# Idle upstream connections each proxy may keep; above the largest client concurrency (1,000),
+# so no scenario measures connection churn to the backends (HAProxy's pool is unbounded).
+POOL=1024
+PROXY_CPU=0
+LOAD_CPU=1
+HOST=bench.local
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- prerequisites -----------------------------------------------------------------------------
+
+install_missing() {
+    local missing=()
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v h2load >/dev/null || missing+=(nghttp2-client)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v taskset >/dev/null || missing+=(util-linux)
+    if [ "$BUILD" = 1 ] && [ -z "${BERTH_BIN:-}" ]; then
+        command -v cmake >/dev/null || missing+=(cmake) # libz-ng-sys, via pingora-core
+    fi
+    if [ "$PROFILE" = 1 ]; then
+        command -v perf >/dev/null || missing+=(linux-perf)
+    fi
+    [ ${#missing[@]} -eq 0 ] && return
+    log "installing ${missing[*]}"
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+install_missing
+export PATH="$PATH:/usr/sbin:/sbin"
+
+[ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU)"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+BERTH=${BERTH_BIN:-$ROOT/target/release/berth}
+if [ "$BUILD" = 1 ] && [ -z "${BERTH_BIN:-}" ]; then
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
+[ -x "$BERTH" ] || die "$BERTH not found (build it, or drop --no-build)"
+# What was measured: the commit built, or, for a prebuilt binary, when it was built.
+if [ "$BUILD" = 1 ] && [ -z "${BERTH_BIN:-}" ]; then
+    BERTH_DESC="commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    (cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null) ||
+        BERTH_DESC="$BERTH_DESC with uncommitted changes to src/Cargo.*"
+else
+    BERTH_DESC="prebuilt $BERTH ($(date -u -r "$BERTH" '+%Y-%m-%d %H:%M UTC'))"
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench.XXXXXX")
+chmod 755 "$TMP" # nginx workers run as nobody and serve files from here
+PIDS=()
+
+cleanup() {
+    local rc=$?
+    [ "$PROFILE" = 1 ] && perf probe -q -d 'probe_berth:*' >/dev/null 2>&1
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP_TMP:-0}" = 1 ]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts a command pinned to a CPU in the background; its PID goes to $STARTED and $PIDS.
+start() {
+    local cpu=$1 name=$2
+    shift 2
+    taskset -c "$cpu" "$@" >"$TMP/$name.out" 2>&1 &
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
+
+stop() {
+    local pid=$1 keep=() p
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+render() { # render TEMPLATE OUT KEY=VALUE...
+    local tmpl=$1 out=$2 kv sed_args=()
+    shift 2
+    for kv in "$@"; do sed_args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    sed "${sed_args[@]}" "$tmpl" >"$out"
+}
+
+# Waits until URL (with Host: $HOST) answers 200.
+wait_ok() {
+    local url=$1 what=$2 pid=$3 code
+    for _ in $(seq 200); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" --max-time 1 "$url" || true)
+        [ "$code" = 200 ] && return 0
+        kill -0 "$pid" 2>/dev/null || { cat "$TMP/$what.out" >&2; die "$what exited"; }
+        sleep 0.05
+    done
+    cat "$TMP/$what.out" >&2
+    die "$what did not answer 200 on $url (last: $code)"
+}
+
+# Every PID in the process tree rooted at $1.
+tree() {
+    local pid=$1 child
+    echo "$pid"
+    for child in $(pgrep -P "$pid" 2>/dev/null || true); do tree "$child"; done
+}
+
+# "user_ticks system_ticks" of a process tree (all threads, living children included).
+cpu_ticks() {
+    local p u=0 s=0 fields
+    for p in $(tree "$1"); do
+        fields=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        read -r -a f <<<"$fields"
+        u=$((u + f[11]))
+        s=$((s + f[12]))
+    done
+    echo "$u $s"
+}
+
+# Peak resident set (VmHWM) of a process tree, in KiB.
+peak_rss_kb() {
+    local p total=0 kb
+    for p in $(tree "$1"); do
+        kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# --- backends and proxies ----------------------------------------------------------------------
+
+start_backends() {
+    mkdir -p "$TMP/www" "$TMP/b1-tmp" "$TMP/b2-tmp"
+    head -c 16384 /dev/zero | tr '\0' 'a' >"$TMP/www/16k.bin"
+    head -c 1048576 /dev/zero | tr '\0' 'b' >"$TMP/www/1m.bin"
+    local n port
+    for n in 1 2; do
+        port=$B1
+        [ $n = 2 ] && port=$B2
+        render "$HERE/nginx-backend.conf.tmpl" "$TMP/b$n.conf" DIR="$TMP" NAME="b$n" PORT="$port"
+        start $LOAD_CPU "b$n" nginx -p "$TMP" -e "$TMP/b$n.error.log" -c "$TMP/b$n.conf"
+        wait_ok "http://127.0.0.1:$port/" "b$n" "$STARTED"
+    done
+}
+
+declare -A PID_OF=()
+
+# start_proxy TARGET STICKY(0|1)
+start_proxy() {
+    local target=$1 sticky=$2 cfg
+    case "$target" in
+        direct) return ;;
+        berth | berth-nometrics)
+            cfg="$TMP/$target.yaml"
+            local metrics=true sticky_line=""
+            [ "$target" = berth-nometrics ] && metrics=false
+            [ "$sticky" = 1 ] && sticky_line="sticky_cookie: SRV"
+            render "$HERE/berth.yaml.tmpl" "$cfg" PORT="${PORT[$target]}" \
+                ADMIN="${ADMIN[$target]}" METRICS=$metrics POOL=$POOL STICKY="$sticky_line" \
+                B1=$B1 B2=$B2
+            RUST_LOG=${BERTH_LOG:-warn} start $PROXY_CPU "$target" "$BERTH" serve --config "$cfg"
+            ;;
+        nginx)
+            mkdir -p "$TMP/nginx-proxy-tmp"
+            cfg="$TMP/nginx-proxy.conf"
+            render "$HERE/nginx-proxy.conf.tmpl" "$cfg" DIR="$TMP" PORT="${PORT[nginx]}" \
+                POOL=$POOL B1=$B1 B2=$B2
+            start $PROXY_CPU nginx nginx -p "$TMP" -e "$TMP/nginx-proxy.error.log" -c "$cfg"
+            ;;
+        haproxy)
+            cfg="$TMP/haproxy.cfg"
+            local cookie="" c1="" c2=""
+            [ "$sticky" = 1 ] && cookie="cookie SRV insert indirect" c1="cookie b1" c2="cookie b2"
+            render "$HERE/haproxy.cfg.tmpl" "$cfg" DIR="$TMP" PORT="${PORT[haproxy]}" \
+                B1=$B1 B2=$B2 COOKIE="$cookie" COOKIE_B1="$c1" COOKIE_B2="$c2"
+            start $PROXY_CPU haproxy haproxy -db -f "$cfg"
+            ;;
+    esac
+    PID_OF[$target]=$STARTED
+    # 200 through the proxy means it routed and its health checks let a backend in.
+    wait_ok "http://127.0.0.1:${PORT[$target]}/" "$target" "$STARTED"
+}
+
+stop_proxies() {
+    local t
+    for t in "${!PID_OF[@]}"; do stop "${PID_OF[$t]}"; done
+    PID_OF=()
+}
+
+# --- measuring ---------------------------------------------------------------------------------
+
+# Latency as wrk prints it (652.00us, 1.23ms, 2.00s) in microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") m = 1; else if (u == "ms") m = 1000; else if (u == "s") m = 1e6;
+        else if (u == "m") m = 6e7; else m = 0
+        printf "%.1f", n * m }'
+}
+
+RAW="$TMP/raw.tsv" # scenario target run requests rps p50_us p99_us user_s sys_s errors cpu0_busy_s steal_s wall_s
+
+# "busy steal" ticks of one CPU from /proc/stat (busy: user nice system irq softirq).
+cpu_stat() {
+    awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8, $9}' /proc/stat
+}
+: >"$RAW"
+FAILED=()
+
+# measure SCENARIO TARGET RUN URL_PATH CONNS [wrk args...]; appends one line to $RAW.
+measure() {
+    local scen=$1 target=$2 run=$3 path=$4 conns=$5
+    shift 5
+    local url="http://127.0.0.1:${PORT[$target]}$path" pid="${PID_OF[$target]:-}"
+    local before=(0 0) after=(0 0) out="$TMP/wrk-$scen-$target-$run.txt"
+    [ -n "$pid" ] && read -r -a before <<<"$(cpu_ticks "$pid")"
+    local c0=() c1=() t0 t1
+    read -r -a c0 <<<"$(cpu_stat $PROXY_CPU) $(cpu_stat $LOAD_CPU)"
+    t0=$(date +%s%N)
+    taskset -c $LOAD_CPU wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s --latency \
+        -H "Host: $HOST" "$@" "$url" >"$out" 2>&1 || true
+    [ -n "$pid" ] && read -r -a after <<<"$(cpu_ticks "$pid")"
+    t1=$(date +%s%N)
+    read -r -a c1 <<<"$(cpu_stat $PROXY_CPU) $(cpu_stat $LOAD_CPU)"
+    local requests rps p50 p99 sock non2xx errors
+    requests=$(awk '/requests in/ {print $1; exit}' "$out")
+    rps=$(awk '/^Requests\/sec:/ {print $2; exit}' "$out")
+    p50=$(to_us "$(awk '$1 == "50%" {print $2; exit}' "$out")")
+    p99=$(to_us "$(awk '$1 == "99%" {print $2; exit}' "$out")")
+    sock=$(awk -F'[ ,]+' '/Socket errors:/ {print $5 + $7 + $9 + $11; exit}' "$out")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5; exit}' "$out")
+    errors=$((${sock:-0} + ${non2xx:-0}))
+    local user sys
+    user=$(awk -v a="${after[0]}" -v b="${before[0]}" -v t="$CLK_TCK" 'BEGIN {printf "%.3f", (a-b)/t}')
+    sys=$(awk -v a="${after[1]}" -v b="${before[1]}" -v t="$CLK_TCK" 'BEGIN {printf "%.3f", (a-b)/t}')
+    if [ -z "$requests" ] || [ "${requests:-0}" = 0 ] || [ "$errors" -gt 0 ]; then
+        log "FAILED: $scen/$target run $run: requests=${requests:-none} errors=$errors"
+        sed 's/^/    /' "$out" >&2
+        FAILED+=("$scen/$target")
+    fi
+    # CPU 0 busy time and both CPUs' steal: whatever on CPU 0 is not the proxy is noise.
+    local busy0 steal
+    busy0=$(awk -v a="${c1[0]}" -v b="${c0[0]}" -v t="$CLK_TCK" 'BEGIN {printf "%.3f", (a-b)/t}')
+    steal=$(awk -v a="$((c1[1] + c1[3]))" -v b="$((c0[1] + c0[3]))" -v t="$CLK_TCK" 'BEGIN {printf "%.3f", (a-b)/t}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$target" "$run" \
+        "${requests:-0}" "${rps:-0}" "${p50:-0}" "${p99:-0}" "$user" "$sys" "$errors" \
+        "$busy0" "$steal" "$(awk -v a="$t1" -v b="$t0" 'BEGIN {printf "%.3f", (a-b)/1e9}')" >>"$RAW"
+    log "$scen/$target run $run: ${rps:-0} req/s, p50 ${p50}us p99 ${p99}us, LB cpu ${user}+${sys}s, errors $errors"
+}
+
+# Cookie a proxy sets for $HOST (for the sticky-hit scenario): "SRV=value".
+sticky_cookie_of() {
+    curl -s -D - -o /dev/null -H "Host: $HOST" "http://127.0.0.1:${PORT[$1]}/" |
+        awk -F'[:;] *' '!found && tolower($1) == "set-cookie" && $2 ~ /^SRV=/ {print $2; found = 1}' | tr -d '\r'
+}
+
+declare -A RSS_KB=()
+
+# run_scenario NAME: starts its proxies, runs the interleaved wrk runs, records peak RSS.
+run_scenario() {
+    local scen=$1 path=/ conns=50 sticky=0 runs targets=(direct berth nginx haproxy) extra=()
+    case "$scen" in
+        small) ;;
+        16k) path=/16k.bin ;;
+        1m) path=/1m.bin ;;
+        close) extra=(-H "Connection: close") ;;
+        c100) conns=100 ;;
+        c1000) conns=1000 ;;
+        sticky | sticky-new) sticky=1 targets=(direct berth haproxy) ;;
+        metrics) targets=(direct berth berth-nometrics nginx) ;;
+    esac
+    runs=${RUNS:-3}
+    [ -z "$RUNS" ] && [ "$scen" = small ] && runs=5
+    log "scenario $scen: ${targets[*]}, $runs x ${DURATION}s, $conns connections, GET $path ${extra[*]}"
+    log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    local t
+    for t in "${targets[@]}"; do start_proxy "$t" "$sticky"; done
+    declare -A cookie_hdr=()
+    for t in "${targets[@]}"; do
+        cookie_hdr[$t]=""
+        if [ "$scen" = sticky ] && [ "$t" != direct ]; then
+            local c
+            c=$(sticky_cookie_of "$t")
+            [ -n "$c" ] || die "$t set no SRV cookie"
+            cookie_hdr[$t]="Cookie: $c"
+            log "$t pins with $c"
+        fi
+    done
+    # Warm up: upstream connections, caches, allocator arenas.
+    if [ "$SMOKE" = 0 ]; then
+        for t in "${targets[@]}"; do
+            local hdr=()
+            [ -n "${cookie_hdr[$t]}" ] && hdr=(-H "${cookie_hdr[$t]}")
+            taskset -c $LOAD_CPU wrk -t1 -c"$conns" -d2s -H "Host: $HOST" "${extra[@]}" \
+                "${hdr[@]}" "http://127.0.0.1:${PORT[$t]}$path" >/dev/null 2>&1 || true
+        done
+    fi
+    local run
+    for run in $(seq "$runs"); do
+        for t in "${targets[@]}"; do
+            local hdr=()
+            [ -n "${cookie_hdr[$t]}" ] && hdr=(-H "${cookie_hdr[$t]}")
+            measure "$scen" "$t" "$run" "$path" "$conns" "${extra[@]}" "${hdr[@]}"
+        done
+    done
+    for t in "${targets[@]}"; do
+        [ "$t" = direct ] && RSS_KB[$scen/$t]=$(peak_rss_kb "$(cat "$TMP/b1.pid")") && continue
+        RSS_KB[$scen/$t]=$(peak_rss_kb "${PID_OF[$t]}")
+    done
+    stop_proxies
+    TARGETS_OF[$scen]="${targets[*]}"
+    DESC_OF[$scen]="$runs interleaved runs of ${DURATION}s, wrk -t1 -c$conns, GET $path${extra[*]:+, ${extra[*]}}"
+}
+declare -A TARGETS_OF=() DESC_OF=()
+
+median() { sort -g | awk '{a[NR] = $1} END {
+    if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR/2] + a[NR/2 + 1]) / 2 }'; }
+
+# runs_median SCENARIO TARGET AWK_EXPR: the median over runs of an expression of the raw fields
+# ($4 requests, $5 rps, $6 p50, $7 p99, $8 user s, $9 sys s, $10 errors).
+runs_median() {
+    awk -F'\t' -v s="$1" -v t="$2" "\$1 == s && \$2 == t {print $3}" "$RAW" | median
+}
+
+fmt_us() { awk -v v="$1" 'BEGIN { if (v >= 10000) printf "%.1f ms", v/1000; else if (v >= 1000) printf "%.2f ms", v/1000; else printf "%.0f us", v }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a > 0) printf "%.2f", a/b; else print "-" }'; }
+
+# Section titles, read by report_scenario through ${!name}.
+# shellcheck disable=SC2034
+TITLE_small="Small response (13 B), keep-alive, 50 connections: the headline"
+# shellcheck disable=SC2034
+TITLE_16k="16 KiB responses, keep-alive, 50 connections"
+# shellcheck disable=SC2034
+TITLE_1m="1 MiB responses, keep-alive, 50 connections"
+# shellcheck disable=SC2034
+TITLE_close="New connection per request (Connection: close), 50 connections"
+# shellcheck disable=SC2034
+TITLE_c100="Small response, keep-alive, 100 connections"
+# shellcheck disable=SC2034
+TITLE_c1000="Small response, keep-alive, 1,000 connections"
+# shellcheck disable=SC2034
+TITLE_sticky="Sticky sessions, the client returns the cookie (sticky hit), 50 connections"
+# shellcheck disable=SC2034
+TITLE_sticky_new="Sticky sessions, no cookie sent (the proxy inserts Set-Cookie on every response), 50 connections"
+# shellcheck disable=SC2034
+TITLE_metrics="berth with metrics recording on (default) vs off"
+
+report_scenario() {
+    local scen=$1 t title_var="TITLE_${1//-/_}"
+    echo
+    echo "### ${!title_var} (\`$scen\`)"
+    echo
+    echo "${DESC_OF[$scen]}. Medians; *CPU/req* is the proxy's user+system CPU time per request"
+    echo "(median, and the best run in parentheses); *noise* is the worst run's CPU $PROXY_CPU time not spent by"
+    echo "the proxy / steal time of both vCPUs, in % of wall time."
+    echo
+    echo "| target | req/s | spread (min-max) | p50 | p99 | CPU/req (best) | user / sys | LB CPU busy | peak RSS | req/s x nginx | CPU/req x nginx | req/s x direct | errors | noise |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local nginx_rps nginx_cpu direct_rps
+    nginx_rps=0 nginx_cpu=0
+    [[ " ${TARGETS_OF[$scen]} " == *" nginx "* ]] && nginx_rps=$(runs_median "$scen" nginx '$5')
+    [[ " ${TARGETS_OF[$scen]} " == *" nginx "* ]] && nginx_cpu=$(runs_median "$scen" nginx '($8 + $9) / $4 * 1e6')
+    direct_rps=$(runs_median "$scen" direct '$5')
+    for t in ${TARGETS_OF[$scen]}; do
+        local rps mn mx p50 p99 cpu best usr sys busy rss err noise name=$t
+        rps=$(runs_median "$scen" "$t" '$5')
+        mn=$(awk -F'\t' -v s="$scen" -v t="$t" '$1 == s && $2 == t {print $5}' "$RAW" | sort -g | sed -n 1p)
+        mx=$(awk -F'\t' -v s="$scen" -v t="$t" '$1 == s && $2 == t {print $5}' "$RAW" | sort -g | tail -1)
+        p50=$(runs_median "$scen" "$t" '$6')
+        p99=$(runs_median "$scen" "$t" '$7')
+        err=$(awk -F'\t' -v s="$scen" -v t="$t" '$1 == s && $2 == t {e += $10} END {print e + 0}' "$RAW")
+        rss=$(awk -v k="${RSS_KB[$scen/$t]:-0}" 'BEGIN {printf "%.1f MiB", k/1024}')
+        # Worst run: CPU 0 time not spent by the proxy, and steal on both CPUs, as % of wall time.
+        noise=$(awk -F'\t' -v s="$scen" -v t="$t" '$1 == s && $2 == t {
+                o = ($11 - $8 - $9) / $13 * 100; if (o > mo) mo = o
+                st = $12 / $13 / 2 * 100; if (st > ms) ms = st }
+            END {printf "%.0f%% / %.0f%%", mo, ms}' "$RAW")
+        if [ "$t" = direct ]; then
+            name="direct (backend 1, no proxy)"
+            cpu="-" usr="-" busy="-"
+            echo "| $name | $(printf %.0f "$rps") | $(printf %.0f "$mn")-$(printf %.0f "$mx") | $(fmt_us "$p50") | $(fmt_us "$p99") | - | - | - | $rss (backend) | $(ratio "$rps" "$nginx_rps") | - | 1.00 | $err | $noise |"
+            continue
+        fi
+        cpu=$(runs_median "$scen" "$t" '($8 + $9) / $4 * 1e6')
+        best=$(awk -F'\t' -v s="$scen" -v t="$t" '$1 == s && $2 == t {print ($8 + $9) / $4 * 1e6}' "$RAW" |
+            sort -g | sed -n 1p)
+        usr=$(runs_median "$scen" "$t" '$8 / $4 * 1e6')
+        sys=$(runs_median "$scen" "$t" '$9 / $4 * 1e6')
+        busy=$(runs_median "$scen" "$t" '($8 + $9) / ($4 / $5) * 100')
+        case "$t" in
+            berth) [ "$scen" = metrics ] && name="berth (metrics on)" ;;
+            berth-nometrics) name="berth (metrics off)" ;;
+        esac
+        printf '| %s | %.0f | %.0f-%.0f | %s | %s | %.1f us (%.1f) | %.1f / %.1f | %.0f%% | %s | %s | %s | %s | %s | %s |\n' \
+            "$name" "$rps" "$mn" "$mx" "$(fmt_us "$p50")" "$(fmt_us "$p99")" "$cpu" "$best" "$usr" "$sys" \
+            "$busy" "$rss" "$(ratio "$rps" "$nginx_rps")" "$(ratio "$cpu" "$nginx_cpu")" \
+            "$(ratio "$rps" "$direct_rps")" "$err" "$noise"
+    done
+    if [ "$scen" = sticky ] || [ "$scen" = sticky-new ]; then
+        echo "| nginx | n/a: open-source nginx has no cookie stickiness | | | | | | | | | | | | |"
+    fi
+}
+
+# --- scale: 10,000 services x 3 backends -------------------------------------------------------
+
+now_ms() { date +%s%3N; }
+
+scale_bench() {
+    local services=${SCALE_SERVICES:-10000} cfg="$TMP/scale.yaml" pid t0 t1
+    log "scale: generating $services services x 3 backends"
+    awk -v n="$services" -v port="$SCALE_PORT" -v admin="$SCALE_ADMIN" 'BEGIN {
+        print "listeners:\n  - name: main\n    address: \"127.0.0.1:" port "\""
+        print "admin:\n  address: \"127.0.0.1:" admin "\""
+        print "server:\n  threads: 1\n  watch_interval: 0s"
+        print "defaults:\n  health_check:\n    type: none"
+        print "services:"
+        for (i = 0; i < n; i++) {
+            print "  - name: svc" i
+            print "    domains: [\"svc" i ".scale.local\"]"
+            print "    backends:"
+            for (j = 0; j < 3; j++) {
+                b = i * 3 + j
+                printf "      - address: \"127.1.%d.%d:8000\"\n", int(b / 256), b % 256
+            }
+        }
+    }' >"$cfg"
+    log "scale: $(wc -c <"$cfg") bytes of YAML; starting berth"
+    t0=$(now_ms)
+    RUST_LOG=warn,berth::controller=debug start $PROXY_CPU scale "$BERTH" serve --config "$cfg"
+    pid=$STARTED
+    local code=""
+    for _ in $(seq 6000); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$SCALE_ADMIN/readyz" || true)
+        [ "$code" = 200 ] && break
+        kill -0 "$pid" 2>/dev/null || { cat "$TMP/scale.out" >&2; die "berth exited at scale"; }
+        sleep 0.01
+    done
+    [ "$code" = 200 ] || die "berth not ready at scale"
+    t1=$(now_ms)
+    local ready_ms=$((t1 - t0))
+    sleep 1
+    local rss hwm
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+    local metrics_s=() metrics_bytes routes_s=() routes_bytes series
+    for _ in $(seq 7); do
+        read -r s b < <(curl -s -o "$TMP/metrics.txt" -w '%{time_total} %{size_download}\n' \
+            "http://127.0.0.1:$SCALE_ADMIN/metrics")
+        metrics_s+=("$s")
+        metrics_bytes=$b
+    done
+    series=$(grep -vc '^#' "$TMP/metrics.txt")
+    local hwm_scraped
+    hwm_scraped=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+    for _ in $(seq 3); do
+        read -r s b < <(curl -s -o /dev/null -w '%{time_total} %{size_download}\n' \
+            "http://127.0.0.1:$SCALE_ADMIN/api/routes")
+        routes_s+=("$s")
+        routes_bytes=$b
+    done
+    # Reload: one service gains a domain; time until the data path routes it (404 -> 502, the
+    # backends do not exist) and, separately, until /api/routes shows it.
+    local reload_dp=() reload_api=() k
+    for k in 1 2 3 4; do
+        local host="reload$k.scale.local"
+        sed "0,/domains: \[\"svc0.scale.local\"/s//domains: [\"svc0.scale.local\", \"$host\"/" \
+            "$cfg" >"$cfg.new"
+        mv "$cfg.new" "$cfg"
+        t0=$(now_ms)
+        kill -HUP "$pid"
+        if [ "$k" -lt 4 ]; then
+            for _ in $(seq 6000); do
+                code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" --max-time 2 \
+                    "http://127.0.0.1:$SCALE_PORT/" || true)
+                [ "$code" != 404 ] && break
+                sleep 0.005
+            done
+            t1=$(now_ms)
+            reload_dp+=($((t1 - t0)))
+        else
+            for _ in $(seq 600); do
+                curl -s --max-time 10 -o "$TMP/routes.json" "http://127.0.0.1:$SCALE_ADMIN/api/routes" || true
+                grep -q "$host" "$TMP/routes.json" && break
+            done
+            t1=$(now_ms)
+            reload_api+=($((t1 - t0)))
+        fi
+        sleep 0.5
+    done
+    local hwm_after
+    hwm_after=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+    local rss_after
+    rss_after=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+    # The controller logs how long each merge + compile + publish took.
+    local compiles
+    compiles=$(grep 'route table published' "$TMP/scale.out" |
+        sed -n 's/.*elapsed=\([^ ]*\).*/\1/p' | awk '
+            { v = $1; if (v ~ /ms$/) x = v + 0; else if (v ~ /µs$|us$/) x = v / 1000; else x = v * 1000
+              if (NR == 1) start = sprintf("%.0f ms", x); else r = r (r == "" ? "" : ", ") sprintf("%.1f", x) }
+            END { printf "start: %s; reloads: %s ms", start, r }')
+    stop "$pid"
+    {
+        echo
+        echo "### Static config at scale: $services services x 3 backends"
+        echo
+        echo "berth with one worker thread pinned to CPU $PROXY_CPU, \`health_check: {type: none}\`, backends on"
+        echo "127.1.x.y:8000 (nothing listens there; they are only routed to)."
+        echo "Config: $(wc -c <"$cfg") bytes of YAML, $((services * 3)) backends."
+        echo
+        echo "| measure | value |"
+        echo "| --- | ---: |"
+        echo "| start to ready (exec to \`/readyz\` 200: parse + compile + bind) | ${ready_ms} ms |"
+        echo "| route table build (merge + compile + publish; berth's debug log) | ${compiles:-n/a} |"
+        echo "| RSS once ready | $(awk -v k="$rss" 'BEGIN {printf "%.0f MiB", k/1024}') |"
+        echo "| peak RSS (VmHWM) at start | $(awk -v k="$hwm" 'BEGIN {printf "%.0f MiB", k/1024}') |"
+        echo "| peak RSS after 7 \`/metrics\` and 3 \`/api/routes\` requests | $(awk -v k="$hwm_scraped" 'BEGIN {printf "%.0f MiB", k/1024}') |"
+        echo "| RSS / peak RSS after 4 reloads as well | $(awk -v k="$rss_after" 'BEGIN {printf "%.0f", k/1024}') / $(awk -v k="$hwm_after" 'BEGIN {printf "%.0f MiB", k/1024}') |"
+        echo "| \`/metrics\` scrape (median of 7, curl total time) | $(printf '%s\n' "${metrics_s[@]}" | median | awk '{printf "%.0f ms", $1*1000}') |"
+        echo "| \`/metrics\` size | $(awk -v b="$metrics_bytes" 'BEGIN {printf "%.1f MiB", b/1048576}'), $series samples |"
+        echo "| \`/api/routes\` (median of 3) | $(printf '%s\n' "${routes_s[@]}" | median | awk '{printf "%.0f ms", $1*1000}'), $(awk -v b="$routes_bytes" 'BEGIN {printf "%.1f MiB", b/1048576}') |"
+        echo "| reload: SIGHUP to the new domain routed on the data path (median of 3) | $(printf '%s\n' "${reload_dp[@]}" | median) ms |"
+        echo "| reload: SIGHUP to the change visible in \`/api/routes\` (includes rendering it) | ${reload_api[0]} ms |"
+    } >"$TMP/scale.md"
+    cat "$TMP/scale.md"
+}
+
+# --- profile -----------------------------------------------------------------------------------
+
+profile_berth() {
+    command -v perf >/dev/null || die "perf not found"
+    local out_dir=${PROFILE_DIR:-$ROOT/target/bench-profile} secs=$((DURATION < 5 ? DURATION : 5))
+    mkdir -p "$out_dir"
+    local t pid pids
+    # 1. System calls and context switches per request, for every proxy alike.
+    local events=raw_syscalls:sys_enter,context-switches
+    local calls="sendto recvfrom read write writev readv epoll_wait epoll_ctl getpeername getsockopt setsockopt futex"
+    for c in $calls; do events="$events,syscalls:sys_enter_$c"; done
+    {
+        echo "# per request, small scenario (wrk -t1 -c50, ${DURATION}s), proxy on CPU $PROXY_CPU"
+        printf '%-8s %8s %8s' proxy syscalls ctxsw
+        for c in $calls; do printf ' %s' "$c"; done
+        echo
+    } >"$out_dir/profile-syscalls.txt"
+    for t in berth nginx haproxy; do
+        start_proxy "$t" 0
+        pid=${PID_OF[$t]}
+        pids=$(tree "$pid" | paste -sd,)
+        taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[$t]}/" >/dev/null
+        perf stat -x, -e "$events" -p "$pids" -o "$TMP/stat-$t.csv" -- sleep "$DURATION" &
+        local stat_pid=$!
+        sleep 0.1
+        taskset -c $LOAD_CPU wrk -t1 -c50 -d"$((DURATION - 1))s" -H "Host: $HOST" \
+            "http://127.0.0.1:${PORT[$t]}/" >"$TMP/stat-wrk-$t.txt"
+        wait $stat_pid || true
+        stop_proxies
+        local requests
+        requests=$(awk '/requests in/ {print $1}' "$TMP/stat-wrk-$t.txt")
+        awk -F, -v t="$t" -v n="$requests" -v calls="$calls" '
+            /^[0-9]/ { v[$3] = $1 }
+            END {
+                printf "%-8s %8.2f %8.2f", t, v["raw_syscalls:sys_enter"] / n, v["context-switches"] / n
+                k = split(calls, c, " ")
+                for (i = 1; i <= k; i++) printf " %s=%.2f", c[i], v["syscalls:sys_enter_" c[i]] / n
+                printf "\n"
+            }' "$TMP/stat-$t.csv" >>"$out_dir/profile-syscalls.txt"
+    done
+
+    # 2. Heap allocations per request in berth: uprobes on mimalloc's entry points (Rust's
+    #    MiMalloc allocator calls the *_aligned ones). Skipped if uprobes are unavailable.
+    local probes=() f
+    for f in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned; do
+        perf probe -q -x "$BERTH" --add "$f" >/dev/null 2>&1 && probes+=("probe_berth:$f")
+    done
+    if [ ${#probes[@]} -gt 0 ]; then
+        start_proxy berth 0
+        pid=${PID_OF[berth]}
+        taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[berth]}/" >/dev/null
+        perf stat -x, -e "$(IFS=,; echo "${probes[*]}")" -p "$pid" -o "$TMP/allocs.csv" \
+            -- sleep "$((secs + 1))" &
+        local stat_pid=$!
+        sleep 0.2
+        taskset -c $LOAD_CPU wrk -t1 -c50 -d"${secs}s" -H "Host: $HOST" \
+            "http://127.0.0.1:${PORT[berth]}/" >"$TMP/allocs-wrk.txt"
+        wait $stat_pid || true
+        stop_proxies
+        perf probe -q -d 'probe_berth:*' >/dev/null 2>&1 || true
+        awk -F, -v n="$(awk '/requests in/ {print $1}' "$TMP/allocs-wrk.txt")" '
+            BEGIN { print "# berth heap calls per request (uprobes slow berth down; counts are exact)" }
+            /^[0-9]/ { sub(/^probe_berth:/, "", $3); printf "%s %.2f\n", $3, $1 / n }' \
+            "$TMP/allocs.csv" >"$out_dir/profile-allocs.txt"
+    fi
+
+    # 3. Where berth's CPU time goes. Self time per symbol and crate from frame-pointer samples
+    #    (cheap, so the run is close to an unprofiled one); inclusive time of berth's own hooks
+    #    from DWARF call graphs (Rust code has no frame pointers).
+    start_proxy berth 0
+    pid=${PID_OF[berth]}
+    taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[berth]}/" >/dev/null
+    local mode
+    for mode in fp dwarf; do
+        local callgraph=(-F 2999 -g)
+        # shellcheck disable=SC2054 # "dwarf,16384" is one argument
+        [ $mode = dwarf ] && callgraph=(-F 999 --call-graph dwarf,16384)
+        log "profile: perf record ($mode) on berth ($pid) for ${secs}s of the small scenario"
+        perf record -e cpu-clock "${callgraph[@]}" -p "$pid" -o "$TMP/perf-$mode.data" \
+            -- sleep "$secs" >"$TMP/perf-$mode.out" 2>&1 &
+        local perf_pid=$!
+        sleep 0.2
+        taskset -c $LOAD_CPU wrk -t1 -c50 -d"$((secs + 1))s" --latency -H "Host: $HOST" \
+            "http://127.0.0.1:${PORT[berth]}/" >"$TMP/profile-wrk-$mode.txt"
+        wait $perf_pid || true
+    done
+    stop_proxies
+    # (Whole reports first, then trimmed: `head` on a pipe would SIGPIPE under pipefail.)
+    perf report -i "$TMP/perf-fp.data" --no-children --sort dso,sym --stdio -g none \
+        >"$TMP/report-self.txt" 2>/dev/null || true
+    grep -v '^$' "$TMP/report-self.txt" | sed -n '1,120p' >"$out_dir/profile-self.txt"
+    perf report -i "$TMP/perf-dwarf.data" --children --sort sym --stdio -g none --no-inline \
+        >"$TMP/report-children.txt" 2>/dev/null || true
+    grep -v '^$' "$TMP/report-children.txt" | sed -n '1,200p' >"$out_dir/profile-children.txt"
+    grep -E '^#|berth::' "$TMP/report-children.txt" >"$out_dir/profile-berth.txt" || true
+    perf script -i "$TMP/perf-fp.data" 2>/dev/null >"$TMP/perf.script" || true
+    # Self time by crate: the crate of each sample's innermost frame. Generic code (core, alloc)
+    # and inlined callees count where they were compiled, so this is approximate.
+    awk '
+        /^[^ \t]/ { leaf = 1; next }
+        leaf && NF >= 2 {
+            leaf = 0
+            dso = $NF
+            sym = $2
+            for (i = 3; i < NF; i++) sym = sym " " $i
+            sub(/\+0x[0-9a-f]+$/, "", sym)
+            if (dso ~ /kernel/) c = "[kernel]"
+            else if (dso ~ /vdso/) c = "[vdso] clock_gettime"
+            else if (dso ~ /libc/) c = "libc (memmove, syscall stubs)"
+            else if (sym ~ /^_?mi_/) c = "mimalloc"
+            else if (sym ~ /^\[unknown\]/) c = "[unknown]"
+            else {
+                s = sym
+                while (s ~ /^</) s = substr(s, 2)
+                sub(/^(&mut |&|\*const |\*mut |dyn )/, "", s)
+                if (match(s, /^[A-Za-z0-9_]+ as /)) s = substr(s, RLENGTH + 1)
+                split(s, p, "::")
+                c = p[1]
+            }
+            n[c]++
+            total++
+        }
+        /^$/ { leaf = 0 }
+        END { for (c in n) printf "%6.2f%%  %s\n", 100 * n[c] / total, c }
+    ' "$TMP/perf.script" | sort -rn >"$TMP/crates.txt"
+    sed -n '1,25p' "$TMP/crates.txt" >"$out_dir/profile-crates.txt"
+    log "profile: $(grep Requests/sec "$TMP/profile-wrk-fp.txt") (fp), $(grep Requests/sec "$TMP/profile-wrk-dwarf.txt") (dwarf)"
+    log "profile written to $out_dir/profile-{syscalls,allocs,crates,self,children,berth}.txt"
+    cp "$TMP/perf-fp.data" "$TMP/perf-dwarf.data" "$out_dir/" 2>/dev/null || true
+}
+
+# --- main --------------------------------------------------------------------------------------
+
+machine() {
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- berth: $BERTH_DESC, release profile"
+    echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
+    echo "- tools: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}')"
+    echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+start_backends
+
+if [ "$PROFILE" = 1 ]; then
+    profile_berth
+fi
+
+RESULTS="$TMP/results.md"
+{
+    echo "## Results ($( [ "$SMOKE" = 1 ] && echo smoke || echo full ) run)"
+    echo
+    machine
+    echo "- layout: each proxy pinned to CPU $PROXY_CPU with 1 worker/thread; wrk (1 thread) and two nginx"
+    echo "  backends (1 worker each) pinned to CPU $LOAD_CPU; everything on 127.0.0.1"
+} >"$RESULTS"
+
+for scen in "${SCENARIOS[@]}"; do
+    case "$scen" in
+        none) ;;
+        scale) scale_bench ;;
+        *)
+            run_scenario "$scen"
+            report_scenario "$scen" >>"$RESULTS"
+            ;;
+    esac
+done
+[ -f "$TMP/scale.md" ] && cat "$TMP/scale.md" >>"$RESULTS"
+
+if [ "${SCENARIOS[*]}" != none ]; then
+    echo
+    cat "$RESULTS"
+fi
+if [ "$SMOKE" = 0 ] && [ "${SCENARIOS[*]}" != none ]; then
+    cp "$RESULTS" "$OUT"
+    cp "$RAW" "${OUT%.md}.tsv"
+    log "results written to $OUT (raw runs: ${OUT%.md}.tsv)"
+fi
+if [ ${#FAILED[@]} -gt 0 ]; then
+    log "FAILED: ${FAILED[*]}"
+    exit 1
+fi
