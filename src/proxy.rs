@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header;
+use http::{header, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -293,14 +293,14 @@ impl ProxyHttp for Proxy {
             let forwarded_for = forwarded_for(upstream_request, ip);
             upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
         }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         let req = session.req_header();
         let host = match req.headers.get(header::HOST) {
             Some(host) => Some(host.clone()),
             // HTTP/2 carries the host as `:authority`; an HTTP/1.1 backend needs `Host`.
             None => match req.uri.authority() {
                 Some(authority) => {
-                    let host = http::HeaderValue::from_str(authority.as_str()).map_err(|e| {
+                    let host = HeaderValue::from_str(authority.as_str()).map_err(|e| {
                         Error::because(ErrorType::InvalidHTTPHeader, "authority", e)
                     })?;
                     upstream_request.insert_header(header::HOST, host.clone())?;
