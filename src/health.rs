@@ -176,6 +176,9 @@ pub struct HealthDriver {
 /// 30,000 sockets at once.
 const MAX_CONCURRENT_PROBES: usize = 512;
 
+/// Probe interval of a backend that has not passed its first probes yet.
+const STARTING_INTERVAL: Duration = Duration::from_millis(250);
+
 /// The driver re-reads the table at least this often.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
@@ -204,7 +207,7 @@ impl BackgroundService for HealthDriver {
                         Err(due) => wake = wake.min(due),
                         Ok(()) => {
                             // Look again when this probe's successor is due at the earliest.
-                            wake = wake.min(now + probe.spec.interval);
+                            wake = wake.min(now + probe.spec.interval.min(STARTING_INTERVAL));
                             let probe = Arc::clone(probe);
                             let member = Arc::clone(member);
                             let permits = Arc::clone(&permits);
@@ -255,7 +258,13 @@ impl crate::upstream::Member {
             detail: result.err().unwrap_or_else(|| "ok".into()),
             duration: elapsed,
         });
-        self.health.release(Instant::now() + probe.spec.interval);
+        // A backend still waiting for its first verdict (a container whose server is not
+        // listening yet) is re-probed sooner, like HAProxy's `fastinter`.
+        let next = match self.health.status() {
+            HealthStatus::Starting => probe.spec.interval.min(STARTING_INTERVAL),
+            _ => probe.spec.interval,
+        };
+        self.health.release(Instant::now() + next);
     }
 }
 

@@ -227,11 +227,17 @@ fn the_image_runs_as_the_internal_load_balancer() {
     );
     assert_eq!(wget(&net.name, "http://web.local/"), web.short_id());
 
-    let (_, metrics) = admin_get(admin, "/metrics").unwrap();
-    assert!(
-        metrics.contains("berth_service_requests_total{code=\"200\",method=\"GET\",service=\"restserver.local\"} 4"),
-        "{metrics}"
+    // Recorded in the logging phase, just after each response.
+    wait_for(
+        "the 4 requests to be counted",
+        Duration::from_secs(2),
+        || {
+            admin_get(admin, "/metrics").is_some_and(|(_, m)| {
+            m.contains("berth_service_requests_total{code=\"200\",method=\"GET\",service=\"restserver.local\"} 4")
+        })
+        },
     );
+    let (_, metrics) = admin_get(admin, "/metrics").unwrap();
     assert!(metrics.contains(&format!("container_id=\"{}\"", rest1.id)));
 
     let pid = inspect(&lb.0, "{{.State.Pid}}");

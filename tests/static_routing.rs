@@ -171,9 +171,12 @@ async fn no_healthy_backend_is_503_and_never_a_hang() {
             .status,
         503
     );
-    assert!(berth
-        .metrics()
-        .contains(r#"berth_service_requests_total{code="503",method="GET",service="gone"} 2"#));
+    // Metrics are recorded in the logging phase, just after the response is sent.
+    wait_for("both 503s to be counted", Duration::from_secs(2), || {
+        berth
+            .metrics()
+            .contains(r#"berth_service_requests_total{code="503",method="GET",service="gone"} 2"#)
+    });
 }
 
 #[tokio::test]
