@@ -294,7 +294,7 @@ async fn forwarding_headers_are_added_and_host_is_kept() {
 
 #[tokio::test]
 async fn sticky_cookie_pins_a_client_to_its_backend() {
-    let a = Whoami::start("a");
+    let mut a = Whoami::start("a");
     let mut b = Whoami::start("b");
     let berth = Berth::start(&config(&service(
         "api",
@@ -328,13 +328,9 @@ async fn sticky_cookie_pins_a_client_to_its_backend() {
         );
     }
     // When the pinned backend goes, the client moves and gets a new cookie.
-    if pinned == "b" {
-        b.kill();
-        berth.wait_backend_health("api", b.addr, "unhealthy");
-    } else {
-        drop(a);
-        berth.wait_backend_health("api", first_addr(&berth), "unhealthy");
-    }
+    let pinned_backend = if pinned == "a" { &mut a } else { &mut b };
+    pinned_backend.kill();
+    berth.wait_backend_health("api", pinned_backend.addr, "unhealthy");
     let moved = get_with(
         &client,
         &berth.url("/"),
@@ -345,14 +341,6 @@ async fn sticky_cookie_pins_a_client_to_its_backend() {
     assert_eq!(moved.status, 200);
     assert_ne!(moved.backend(), Some(pinned.as_str()));
     assert!(moved.header("set-cookie").unwrap().starts_with("SRV="));
-}
-
-fn first_addr(berth: &Berth) -> std::net::SocketAddr {
-    berth.routes()[0]["backends"][0]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// Sends raw bytes and returns the status line berth answers with.
