@@ -18,8 +18,7 @@ use berth::cookie::find_in_header;
 use berth::hostname::{normalize_request_host, MAX_HOST_LEN};
 use berth::metrics::Metrics;
 use berth::model::{
-    Algorithm, BackendSpec, HashKey, HealthCheckSpec, ProbeKind, ServiceSpec, Snapshot, Source,
-    Timeouts,
+    Algorithm, BackendSpec, HealthCheckSpec, Policy, ProbeKind, ServiceSpec, Snapshot, Source,
 };
 use berth::probe::ProbeCache;
 use berth::router::RouteTable;
@@ -32,15 +31,13 @@ fn service(name: &str, domains: Vec<String>, prefix: &str, backends: usize) -> S
         domains,
         path_prefix: prefix.into(),
         listeners: None,
-        algorithm: Algorithm::RoundRobin,
-        hash_key: HashKey::ClientIp,
-        sticky_cookie: None,
-        health_check: HealthCheckSpec {
-            kind: ProbeKind::None,
-            ..HealthCheckSpec::default()
+        policy: Policy {
+            health_check: HealthCheckSpec {
+                kind: ProbeKind::None,
+                ..HealthCheckSpec::default()
+            },
+            ..Policy::default()
         },
-        retries: 2,
-        timeouts: Timeouts::default(),
         backends: (0..backends)
             .map(|i| BackendSpec::new(format!("127.0.0.1:{}", 9001 + i).parse().unwrap()))
             .collect(),
@@ -156,7 +153,7 @@ fn bench_select(c: &mut Criterion) {
                 "/",
                 backends,
             );
-            spec.algorithm = algorithm;
+            spec.policy.algorithm = algorithm;
             let upstream = Upstream::build(spec, None, &metrics, &probes);
             assert!(upstream.select(b"10.0.0.1", &[]).is_some());
             group.bench_function(
@@ -179,7 +176,7 @@ fn bench_select(c: &mut Criterion) {
 
     // A sticky hit: the cookie names a routable backend.
     let mut spec = service("sticky", vec!["s.example.com".into()], "/", 3);
-    spec.sticky_cookie = Some("SRV".into());
+    spec.policy.sticky_cookie = Some("SRV".into());
     let upstream = Upstream::build(spec, None, &metrics, &probes);
     let id = upstream.member(1).cookie_id.clone();
     assert_eq!(upstream.sticky_member(id.as_bytes(), &[]), Some(1));

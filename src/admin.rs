@@ -103,18 +103,18 @@ fn upstream_json(upstream: &Upstream) -> Value {
         "domains": spec.domains,
         "path_prefix": spec.path_prefix,
         "visibility": spec.listeners.clone().unwrap_or_else(|| vec!["*".into()]),
-        "algorithm": spec.algorithm.as_str(),
-        "hash_key": spec.hash_key.to_string(),
-        "sticky_cookie": spec.sticky_cookie,
+        "algorithm": spec.policy.algorithm.as_str(),
+        "hash_key": spec.policy.hash_key.to_string(),
+        "sticky_cookie": spec.policy.sticky_cookie,
         "source": spec.source.as_str(),
-        "retries": spec.retries,
+        "retries": spec.policy.retries,
         "health_check": {
-            "type": match spec.health_check.kind {
+            "type": match spec.policy.health_check.kind {
                 crate::model::ProbeKind::Http { .. } => "http",
                 crate::model::ProbeKind::Tcp => "tcp",
                 crate::model::ProbeKind::None => "none",
             },
-            "interval_ms": spec.health_check.interval.as_millis() as u64,
+            "interval_ms": spec.policy.health_check.interval.as_millis() as u64,
         },
         "backends": backends,
     })

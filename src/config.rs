@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use crate::hostname::parse_domain_pattern;
 use crate::model::{
-    is_cookie_name, Algorithm, BackendSpec, HashKey, HealthCheckSpec, ProbeKind, ServiceSpec,
-    Snapshot, Source, Timeouts,
+    is_cookie_name, Algorithm, BackendSpec, HashKey, HealthCheckSpec, Policy, ProbeKind,
+    ServiceSpec, Snapshot, Source, Timeouts,
 };
 
 /// A validated config file.
@@ -149,17 +149,6 @@ pub struct PolicyLayer {
     pub idle_timeout: Option<Duration>,
 }
 
-/// Resolved policy of one service.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
-    pub algorithm: Algorithm,
-    pub hash_key: HashKey,
-    pub sticky_cookie: Option<String>,
-    pub health_check: HealthCheckSpec,
-    pub retries: u32,
-    pub timeouts: Timeouts,
-}
-
 impl PolicyLayer {
     /// This layer over `below`: every knob this layer leaves unset comes from `below`.
     pub fn over(&self, below: &PolicyLayer) -> PolicyLayer {
@@ -180,17 +169,17 @@ impl PolicyLayer {
 
     /// Fills what is still unset with the built-in defaults.
     pub fn resolve(&self) -> Policy {
-        let timeouts = Timeouts::default();
+        let builtin = Policy::default();
         Policy {
-            algorithm: self.algorithm.unwrap_or_default(),
-            hash_key: self.hash_key.clone().unwrap_or_default(),
+            algorithm: self.algorithm.unwrap_or(builtin.algorithm),
+            hash_key: self.hash_key.clone().unwrap_or(builtin.hash_key),
             sticky_cookie: self.sticky_cookie.clone().filter(|name| !name.is_empty()),
             health_check: self.health_check.resolve(),
-            retries: self.retries.unwrap_or(2),
+            retries: self.retries.unwrap_or(builtin.retries),
             timeouts: Timeouts {
-                connect: self.connect_timeout.unwrap_or(timeouts.connect),
-                read: self.read_timeout.unwrap_or(timeouts.read),
-                idle: self.idle_timeout.unwrap_or(timeouts.idle),
+                connect: self.connect_timeout.unwrap_or(builtin.timeouts.connect),
+                read: self.read_timeout.unwrap_or(builtin.timeouts.read),
+                idle: self.idle_timeout.unwrap_or(builtin.timeouts.idle),
             },
         }
     }
@@ -613,12 +602,7 @@ impl RawService {
             domains,
             path_prefix,
             listeners: self.listeners.clone(),
-            algorithm: policy.algorithm,
-            hash_key: policy.hash_key,
-            sticky_cookie: policy.sticky_cookie,
-            health_check: policy.health_check,
-            retries: policy.retries,
-            timeouts: policy.timeouts,
+            policy,
             backends,
             source: Source::File,
         })
@@ -760,8 +744,7 @@ services:
         let api = &config.snapshot.services[0];
         assert_eq!(api.name, "api");
         assert_eq!(api.domains, ["api.example.com", "*.api.example.com"]);
-        assert_eq!(api.retries, 2);
-        assert_eq!(api.health_check, HealthCheckSpec::default());
+        assert_eq!(api.policy, Policy::default());
         assert_eq!(api.backends[0].addr, "127.0.0.1:9001".parse().unwrap());
         assert_eq!(config.server.grace_period, Duration::from_secs(10));
         assert!(config.admin.unwrap().metrics);
@@ -780,10 +763,10 @@ services:
             svc.name, "a.example.com",
             "name defaults to the first domain"
         );
-        assert_eq!(svc.retries, 5);
-        assert_eq!(svc.health_check.interval, Duration::from_millis(500));
+        assert_eq!(svc.policy.retries, 5);
+        assert_eq!(svc.policy.health_check.interval, Duration::from_millis(500));
         assert_eq!(
-            svc.health_check.kind,
+            svc.policy.health_check.kind,
             ProbeKind::Http {
                 path: "/ready".into()
             }

@@ -201,6 +201,32 @@ impl BackendSpec {
     }
 }
 
+/// How a service balances, pins, probes and retries: everything `defaults:` can set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub algorithm: Algorithm,
+    pub hash_key: HashKey,
+    /// Name of the sticky-session cookie; `None` disables stickiness.
+    pub sticky_cookie: Option<String>,
+    pub health_check: HealthCheckSpec,
+    /// Further backends tried after a failure before the client sees 502.
+    pub retries: u32,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::default(),
+            hash_key: HashKey::default(),
+            sticky_cookie: None,
+            health_check: HealthCheckSpec::default(),
+            retries: 2,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
 /// One upstream group and the routes that reach it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
@@ -211,14 +237,7 @@ pub struct ServiceSpec {
     pub path_prefix: String,
     /// Names of the listeners that serve this service; `None` means all of them.
     pub listeners: Option<Vec<String>>,
-    pub algorithm: Algorithm,
-    pub hash_key: HashKey,
-    /// Name of the sticky-session cookie; `None` disables stickiness.
-    pub sticky_cookie: Option<String>,
-    pub health_check: HealthCheckSpec,
-    /// Further backends tried after a connection failure before the client sees 502.
-    pub retries: u32,
-    pub timeouts: Timeouts,
+    pub policy: Policy,
     pub backends: Vec<BackendSpec>,
     pub source: Source,
 }

@@ -74,7 +74,7 @@ impl Route {
             return false;
         };
         self.tried.push(failed);
-        let retry = self.tried.len() <= self.upstream.spec.retries as usize
+        let retry = self.tried.len() <= self.upstream.spec.policy.retries as usize
             && self.upstream.has_routable_besides(&self.tried);
         if retry {
             self.upstream.series.record_retry();
@@ -157,10 +157,15 @@ impl ProxyHttp for Proxy {
 
         let mut route = Route::new(upstream);
         let upstream = &route.upstream;
-        let sticky = upstream.spec.sticky_cookie.as_deref().and_then(|name| {
-            let value = find_cookie(req.headers.get_all(header::COOKIE), name)?;
-            upstream.sticky_member(value, &[])
-        });
+        let sticky = upstream
+            .spec
+            .policy
+            .sticky_cookie
+            .as_deref()
+            .and_then(|name| {
+                let value = find_cookie(req.headers.get_all(header::COOKIE), name)?;
+                upstream.sticky_member(value, &[])
+            });
         let chosen = match sticky {
             Some(index) => {
                 route.sticky_hit = true;
@@ -169,7 +174,7 @@ impl ProxyHttp for Proxy {
             None => {
                 let mut ip_buf = [0u8; 16];
                 upstream.select(
-                    hash_input(session, &upstream.spec.hash_key, &mut ip_buf),
+                    hash_input(session, &upstream.spec.policy.hash_key, &mut ip_buf),
                     &[],
                 )
             }
@@ -215,7 +220,7 @@ impl ProxyHttp for Proxy {
             },
         };
         let member = route.upstream.member(index);
-        let timeouts = &route.upstream.spec.timeouts;
+        let timeouts = &route.upstream.spec.policy.timeouts;
         let mut peer = HttpPeer::new(member.addr, false, String::new());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.read_timeout = Some(timeouts.read);

@@ -151,9 +151,7 @@ impl RouteTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{
-        Algorithm, BackendSpec, HashKey, HealthCheckSpec, ServiceSpec, Source, Timeouts,
-    };
+    use crate::model::{BackendSpec, Policy, ServiceSpec, Source};
 
     pub(crate) fn service(name: &str, domains: &[&str], prefix: &str) -> ServiceSpec {
         ServiceSpec {
@@ -161,12 +159,7 @@ pub(crate) mod tests {
             domains: domains.iter().map(|d| d.to_string()).collect(),
             path_prefix: prefix.into(),
             listeners: None,
-            algorithm: Algorithm::RoundRobin,
-            hash_key: HashKey::ClientIp,
-            sticky_cookie: None,
-            health_check: HealthCheckSpec::default(),
-            retries: 2,
-            timeouts: Timeouts::default(),
+            policy: Policy::default(),
             backends: vec![BackendSpec::new("127.0.0.1:1".parse().unwrap())],
             source: Source::File,
         }

@@ -46,7 +46,7 @@ impl Member {
             addr: backend.addr,
             cookie_id: cookie_id(backend).into(),
             backend: Backend::new_with_weight(&server, 1).expect("a SocketAddr parses"),
-            health: HealthState::joining(&spec.health_check),
+            health: HealthState::joining(&spec.policy.health_check),
             admission: AtomicU8::new(admission_code(&backend.admission)),
             series: metrics.server(&spec.name, &server),
             _info: metrics.server_info(&spec.name, &server, &backend.identity),
@@ -187,7 +187,7 @@ impl Upstream {
                 let reused = previous.and_then(|p| p.member_for(backend));
                 match reused {
                     Some(member) => {
-                        if spec.health_check.kind == ProbeKind::None {
+                        if spec.policy.health_check.kind == ProbeKind::None {
                             member.health.force_up();
                         }
                         member.set_admission(&backend.admission);
@@ -202,7 +202,7 @@ impl Upstream {
             .enumerate()
             .map(|(i, m)| (m.addr, i as MemberIndex))
             .collect();
-        let (by_cookie, set_cookies) = match &spec.sticky_cookie {
+        let (by_cookie, set_cookies) = match &spec.policy.sticky_cookie {
             None => (FxHashMap::default(), Box::default()),
             Some(name) => (
                 members
@@ -224,9 +224,9 @@ impl Upstream {
             .iter()
             .find(|d| !d.starts_with('*'))
             .map_or("localhost", String::as_str);
-        let probe = Probe::new(&spec.health_check, probe_host, probes);
+        let probe = Probe::new(&spec.policy.health_check, probe_host, probes);
         Upstream {
-            balancer: Balancer::new(spec.algorithm, &members, &spec),
+            balancer: Balancer::new(spec.policy.algorithm, &members, &spec),
             series: metrics.service(&spec.name),
             members,
             by_addr,

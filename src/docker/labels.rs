@@ -436,12 +436,7 @@ pub fn build_snapshot(
             domains: vec![domain],
             path_prefix,
             listeners: None,
-            algorithm: policy.algorithm,
-            hash_key: policy.hash_key,
-            sticky_cookie: policy.sticky_cookie,
-            health_check: policy.health_check,
-            retries: policy.retries,
-            timeouts: policy.timeouts,
+            policy,
             backends,
             source: Source::Docker,
         });
@@ -778,7 +773,7 @@ mod tests {
             .insert("bridge".into(), "172.17.0.9".parse().unwrap());
         let (snapshot, warnings) =
             build_snapshot(&[b, a], &prefixes(), None, &PolicyLayer::default());
-        assert_eq!(snapshot.services[0].algorithm, Algorithm::Random);
+        assert_eq!(snapshot.services[0].policy.algorithm, Algorithm::Random);
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].starts_with("containers b disagree with a"),
@@ -800,8 +795,8 @@ mod tests {
         };
         let (snapshot, _) = build_snapshot(&[c], &prefixes(), None, &defaults);
         let svc = &snapshot.services[0];
-        assert_eq!(svc.retries, 4);
-        assert_eq!(svc.health_check.interval, Duration::from_millis(300));
-        assert_eq!(svc.health_check.kind, ProbeKind::Tcp);
+        assert_eq!(svc.policy.retries, 4);
+        assert_eq!(svc.policy.health_check.interval, Duration::from_millis(300));
+        assert_eq!(svc.policy.health_check.kind, ProbeKind::Tcp);
     }
 }
