@@ -10,6 +10,7 @@ pub mod demo;
 pub mod docker;
 pub mod health;
 pub mod hostname;
+pub mod logging;
 pub mod merge;
 pub mod metrics;
 pub mod model;

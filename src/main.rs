@@ -1,6 +1,5 @@
 //! The `berth` command line.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,20 +66,9 @@ fn header_safe(name: &str) -> Result<String, String> {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    berth::logging::init();
     let result = match cli.command {
         Command::Serve { config } => berth::serve::serve(config, Vec::new()),
         Command::Demo { config } => berth::demo::demo(config),
@@ -91,6 +79,7 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
+    berth::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

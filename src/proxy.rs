@@ -383,16 +383,18 @@ impl ProxyHttp for Proxy {
             .unwrap_or_else(|| e.map_or(0, client_closed_or_status));
         if self.shared.access_log {
             let req = session.req_header();
+            let route = ctx.route.as_ref();
             tracing::info!(
-                target: "berth::access",
-                client = ?session.client_addr(),
+                target: crate::logging::ACCESS_TARGET,
+                client = session.client_addr().map(tracing::field::display),
                 method = %req.method,
-                host = ?req.headers.get(header::HOST),
+                host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()),
                 uri = %req.uri,
                 status = code,
-                service = ctx.route.as_ref().map(|r| r.upstream.spec.name.as_str()),
-                backend = ctx.route.as_ref().and_then(|r| r.member.map(|m| r.upstream.member(m).addr.to_string())),
-                duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+                service = route.map(|r| r.upstream.spec.name.as_str()),
+                backend = route
+                    .and_then(|r| r.member.map(|m| tracing::field::display(&r.upstream.member(m).addr))),
+                duration_us = ctx.started.elapsed().as_micros() as u64,
             );
         }
         if !self.shared.record_metrics {

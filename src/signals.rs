@@ -64,6 +64,7 @@ impl Signals {
             } else {
                 tracing::info!("all requests finished; exiting");
             }
+            crate::logging::flush();
             std::process::exit(0);
         });
     }

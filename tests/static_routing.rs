@@ -293,6 +293,61 @@ async fn forwarding_headers_are_added_and_host_is_kept() {
 }
 
 #[tokio::test]
+async fn access_log_writes_one_line_per_request_to_stdout_when_enabled() {
+    let a = Whoami::start("a");
+    let services = service("api", "[api.test]", "", &[&a]);
+    let berth = Berth::start(&format!(
+        "{LISTENERS}server:\n  access_log: true\nservices:\n{services}"
+    ));
+    berth.wait_backend_health("api", a.addr, "healthy");
+    let client = client();
+    let reply = get(&client, &berth.url("/logged?x=1"), "api.test")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let reply = get(&client, &berth.url("/"), "nobody.test").await.unwrap();
+    assert_eq!(reply.status, 404);
+    let backend = format!("backend={}", a.addr);
+    let mut lines = Vec::new();
+    wait_for("two access-log lines", Duration::from_secs(5), || {
+        lines = berth
+            .process
+            .log()
+            .lines()
+            .filter(|l| l.contains("berth::access"))
+            .map(str::to_owned)
+            .collect();
+        lines.len() >= 2
+    });
+    let routed = &lines[0];
+    for field in [
+        "method=GET",
+        "host=\"api.test\"",
+        "uri=/logged?x=1",
+        "status=200",
+        "service=\"api\"",
+        backend.as_str(),
+        "client=127.0.0.1:",
+    ] {
+        assert!(routed.contains(field), "{field} missing in {routed}");
+    }
+    assert!(lines[1].contains("status=404"), "{}", lines[1]);
+    assert!(lines[1].contains("host=\"nobody.test\""), "{}", lines[1]);
+}
+
+#[tokio::test]
+async fn access_log_is_off_by_default() {
+    let a = Whoami::start("a");
+    let berth = Berth::start(&config(&service("api", "[api.test]", "", &[&a])));
+    berth.wait_backend_health("api", a.addr, "healthy");
+    let reply = get(&client(), &berth.url("/"), "api.test").await.unwrap();
+    assert_eq!(reply.status, 200);
+    // The access log is written within microseconds; give it ample time to (wrongly) appear.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!berth.process.log().contains("berth::access"));
+}
+
+#[tokio::test]
 async fn sticky_cookie_pins_a_client_to_its_backend() {
     let mut a = Whoami::start("a");
     let mut b = Whoami::start("b");
