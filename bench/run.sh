@@ -6,6 +6,8 @@
 #   bench/run.sh --scenario small --runs 7 --duration 10
 #   bench/run.sh --scenario scale     10,000 services / 30,000 backends: start, RSS, /metrics, reload
 #   bench/run.sh --profile            syscalls/request of all three, berth's allocations and profile
+#   bench/run.sh --scenario small --variant sysalloc:bin=/tmp/berth-sysalloc --variant pool16:pool=16
+#                                     berth variants (levers) in the same interleaved runs
 #
 # Layout: each proxy pinned to CPU 0 with one worker/thread; wrk and two nginx backends (one
 # worker each) pinned to CPU 1. Runs are interleaved (A B C A B C ...) so drift hits every proxy
@@ -34,6 +36,13 @@ Options:
   --no-build        use target/release/berth as it is (or \$BERTH_BIN)
   --out FILE        results file for full runs (default bench/results-latest.md; the raw
                     per-run figures go next to it as .tsv)
+  --variant NAME:SPEC
+                    also measure a variant of berth, as target berth-NAME right after berth in
+                    the same interleaved runs (repeatable; up to 20), to measure one lever at a
+                    time. SPEC is a comma-separated list of: bin=PATH (another berth binary,
+                    e.g. built with a different profile or allocator), pool=N
+                    (upstream_keepalive_pool_size instead of $POOL), access_log=true (to the
+                    variant's log file), metrics=false.
   -h, --help        this text
 
 Environment: BENCH_PORT_BASE (default 18000; ports BASE+81..BASE+301 on 127.0.0.1),
@@ -49,6 +58,7 @@ DURATION=8
 SCENARIOS=()
 PROFILE=0
 BUILD=1
+VARIANT_SPECS=()
 OUT="$HERE/results-latest.md"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -59,6 +69,7 @@ while [ $# -gt 0 ]; do
         --profile) PROFILE=1 ;;
         --no-build) BUILD=0 ;;
         --out) OUT=$2; shift ;;
+        --variant) VARIANT_SPECS+=("$2"); shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -94,6 +105,32 @@ SCALE_ADMIN=$((BASE + 193))
 # Idle upstream connections each proxy may keep; above the largest client concurrency (1,000),
 # so no scenario measures connection churn to the backends (HAProxy's pool is unbounded).
 POOL=1024
+
+# berth variants (--variant NAME:SPEC): target berth-NAME, its own ports, binary and settings.
+VARIANTS=()
+declare -A BIN_OF=() POOL_OF=() ACCESS_LOG_OF=() METRICS_OF=() SPEC_OF=()
+for spec in "${VARIANT_SPECS[@]}"; do
+    name=${spec%%:*}
+    [[ "$spec" == *:* && "$name" =~ ^[a-z0-9][a-z0-9_]*$ && "$name" != nometrics ]] ||
+        { echo "run.sh: bad --variant $spec (NAME:SPEC, NAME lower-case alphanumeric)" >&2; exit 2; }
+    t=berth-$name
+    [ -z "${SPEC_OF[$t]:-}" ] || { echo "run.sh: --variant $name given twice" >&2; exit 2; }
+    [ ${#VARIANTS[@]} -lt 20 ] || { echo "run.sh: at most 20 variants" >&2; exit 2; }
+    PORT[$t]=$((BASE + 121 + ${#VARIANTS[@]}))
+    ADMIN[$t]=$((BASE + 161 + ${#VARIANTS[@]}))
+    SPEC_OF[$t]=${spec#*:}
+    IFS=, read -r -a kvs <<<"${spec#*:}"
+    for kv in "${kvs[@]}"; do
+        case "$kv" in
+            bin=?*) BIN_OF[$t]=${kv#bin=} ;;
+            pool=[0-9]*) POOL_OF[$t]=${kv#pool=} ;;
+            access_log=true | access_log=false) ACCESS_LOG_OF[$t]=${kv#access_log=} ;;
+            metrics=true | metrics=false) METRICS_OF[$t]=${kv#metrics=} ;;
+            *) echo "run.sh: --variant $name: unknown setting $kv (see --help)" >&2; exit 2 ;;
+        esac
+    done
+    VARIANTS+=("$t")
+done
 PROXY_CPU=0
 LOAD_CPU=1
 HOST=bench.local
@@ -136,6 +173,9 @@ if [ "$BUILD" = 1 ] && [ -z "${BERTH_BIN:-}" ]; then
     (cd "$ROOT" && cargo build --release --quiet)
 fi
 [ -x "$BERTH" ] || die "$BERTH not found (build it, or drop --no-build)"
+for t in "${VARIANTS[@]}"; do
+    [ -z "${BIN_OF[$t]:-}" ] || [ -x "${BIN_OF[$t]}" ] || die "$t: ${BIN_OF[$t]} not found"
+done
 # What was measured: the commit built, or, for a prebuilt binary, when it was built.
 if [ "$BUILD" = 1 ] && [ -z "${BERTH_BIN:-}" ]; then
     BERTH_DESC="commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -268,15 +308,17 @@ start_proxy() {
     local target=$1 sticky=$2 cfg
     case "$target" in
         direct) return ;;
-        berth | berth-nometrics)
+        berth*)
             cfg="$TMP/$target.yaml"
-            local metrics=true sticky_line=""
+            local metrics=${METRICS_OF[$target]:-true} sticky_line=""
+            local access_log=${ACCESS_LOG_OF[$target]:-false}
             [ "$target" = berth-nometrics ] && metrics=false
             [ "$sticky" = 1 ] && sticky_line="sticky_cookie: SRV"
             render "$HERE/berth.yaml.tmpl" "$cfg" PORT="${PORT[$target]}" \
-                ADMIN="${ADMIN[$target]}" METRICS=$metrics POOL=$POOL STICKY="$sticky_line" \
-                B1=$B1 B2=$B2
-            RUST_LOG=${BERTH_LOG:-warn} start $PROXY_CPU "$target" "$BERTH" serve --config "$cfg"
+                ADMIN="${ADMIN[$target]}" METRICS="$metrics" POOL="${POOL_OF[$target]:-$POOL}" \
+                ACCESS_LOG="$access_log" STICKY="$sticky_line" B1=$B1 B2=$B2
+            RUST_LOG=${BERTH_LOG:-warn} start $PROXY_CPU "$target" "${BIN_OF[$target]:-$BERTH}" \
+                serve --config "$cfg"
             ;;
         nginx)
             mkdir -p "$TMP/nginx-proxy-tmp"
@@ -387,6 +429,14 @@ run_scenario() {
         sticky | sticky-new) sticky=1 targets=(direct berth haproxy) ;;
         metrics) targets=(direct berth berth-nometrics nginx) ;;
     esac
+    if [ ${#VARIANTS[@]} -gt 0 ]; then
+        local with=() t
+        for t in "${targets[@]}"; do
+            with+=("$t")
+            [ "$t" = berth ] && with+=("${VARIANTS[@]}")
+        done
+        targets=("${with[@]}")
+    fi
     runs=${RUNS:-3}
     [ -z "$RUNS" ] && [ "$scen" = small ] && runs=5
     log "scenario $scen: ${targets[*]}, $runs x ${DURATION}s, $conns connections, GET $path ${extra[*]}"
@@ -508,6 +558,7 @@ report_scenario() {
         case "$t" in
             berth) [ "$scen" = metrics ] && name="berth (metrics on)" ;;
             berth-nometrics) name="berth (metrics off)" ;;
+            berth-*) name="$t (${SPEC_OF[$t]})" ;;
         esac
         printf '| %s | %.0f | %.0f-%.0f | %s | %s | %.1f us (%.1f) | %.1f / %.1f | %.0f%% | %s | %s | %s | %s | %s | %s |\n' \
             "$name" "$rps" "$mn" "$mx" "$(fmt_us "$p50")" "$(fmt_us "$p99")" "$cpu" "$best" "$usr" "$sys" \
@@ -781,6 +832,11 @@ machine() {
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
     echo "- tools: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}')"
     echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+    local t
+    for t in "${VARIANTS[@]}"; do
+        echo "- variant $t: ${SPEC_OF[$t]}$([ -n "${BIN_OF[$t]:-}" ] &&
+            date -u -r "${BIN_OF[$t]}" '+ (binary built %Y-%m-%d %H:%M UTC)')"
+    done
 }
 
 start_backends
