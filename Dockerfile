@@ -29,9 +29,12 @@ RUN mkdir -p src benches \
  && cargo build --release --locked \
  && rm -rf src
 COPY src src
+# The release profile keeps line tables for profiling; the image drops them (65 MB -> 15 MB)
+# and keeps the symbol names, so a panic's backtrace still names functions.
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked \
  && install -D target/release/berth /out/usr/local/bin/berth \
+ && strip --strip-debug /out/usr/local/bin/berth \
  && install -D /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/ca-certificates.crt
 
 FROM ${RUNTIME_BASE} AS runtime
