@@ -2,6 +2,7 @@
 //! label. See the README for the design; the flow is sources -> snapshot -> merge -> compiled
 //! route table (swapped atomically) -> proxy.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod controller;

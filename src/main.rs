@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
-    berth::logging::flush();
+    berth::access_log::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -16,6 +16,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::access_log;
 use crate::cookie::find_cookie;
 use crate::hostname::{normalize_request_host, MAX_HOST_LEN};
 use crate::model::HashKey;
@@ -384,18 +385,17 @@ impl ProxyHttp for Proxy {
         if self.shared.access_log {
             let req = session.req_header();
             let route = ctx.route.as_ref();
-            tracing::info!(
-                target: crate::logging::ACCESS_TARGET,
-                client = session.client_addr().map(tracing::field::display),
-                method = %req.method,
-                host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()),
-                uri = %req.uri,
-                status = code,
-                service = route.map(|r| r.upstream.spec.name.as_str()),
-                backend = route
-                    .and_then(|r| r.member.map(|m| tracing::field::display(&r.upstream.member(m).addr))),
-                duration_us = ctx.started.elapsed().as_micros() as u64,
-            );
+            let backend = route.and_then(|r| r.member.map(|m| &r.upstream.member(m).addr));
+            access_log::record(&access_log::Entry {
+                client: session.client_addr().map(|a| a as &dyn std::fmt::Display),
+                method: req.method.as_str(),
+                host: req.headers.get(header::HOST).map(|h| h.as_bytes()),
+                uri: &req.uri,
+                status: code,
+                service: route.map(|r| r.upstream.spec.name.as_str()),
+                backend: backend.map(|a| a as &dyn std::fmt::Display),
+                duration: ctx.started.elapsed(),
+            });
         }
         if !self.shared.record_metrics {
             return;

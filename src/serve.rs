@@ -37,12 +37,15 @@ pub fn serve(path: PathBuf, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resul
         record_metrics,
         config.server.access_log,
     );
+    if config.server.access_log {
+        crate::access_log::enable();
+    }
     let reload = Arc::new(Notify::new());
 
     let conf = ServerConf {
         threads: config.server.worker_threads(),
-        // One runtime per thread, connections pinned: measured ~1 us/request cheaper than
-        // work stealing (../shared/perf-notes.md).
+        // One runtime per thread, connections pinned: work stealing cost 43% more CPU per
+        // request in bench/RESULTS.md ("Levers").
         work_stealing: false,
         // signals.rs exits as soon as in-flight requests are done; this is the upper bound.
         grace_period_seconds: Some(config.server.grace_period.as_secs()),

@@ -64,7 +64,7 @@ impl Signals {
             } else {
                 tracing::info!("all requests finished; exiting");
             }
-            crate::logging::flush();
+            crate::access_log::flush();
             std::process::exit(0);
         });
     }

@@ -314,7 +314,7 @@ async fn access_log_writes_one_line_per_request_to_stdout_when_enabled() {
             .process
             .log()
             .lines()
-            .filter(|l| l.contains("berth::access"))
+            .filter(|l| l.contains(" method=") && l.contains(" duration_us="))
             .map(str::to_owned)
             .collect();
         lines.len() >= 2
@@ -322,17 +322,18 @@ async fn access_log_writes_one_line_per_request_to_stdout_when_enabled() {
     let routed = &lines[0];
     for field in [
         "method=GET",
-        "host=\"api.test\"",
-        "uri=/logged?x=1",
+        "host=api.test ",
+        "uri=/logged?x=1 ",
         "status=200",
-        "service=\"api\"",
+        "service=api ",
         backend.as_str(),
         "client=127.0.0.1:",
     ] {
         assert!(routed.contains(field), "{field} missing in {routed}");
     }
     assert!(lines[1].contains("status=404"), "{}", lines[1]);
-    assert!(lines[1].contains("host=\"nobody.test\""), "{}", lines[1]);
+    assert!(lines[1].contains("host=nobody.test "), "{}", lines[1]);
+    assert!(!lines[1].contains("service="), "{}", lines[1]);
 }
 
 #[tokio::test]
@@ -342,9 +343,9 @@ async fn access_log_is_off_by_default() {
     berth.wait_backend_health("api", a.addr, "healthy");
     let reply = get(&client(), &berth.url("/"), "api.test").await.unwrap();
     assert_eq!(reply.status, 200);
-    // The access log is written within microseconds; give it ample time to (wrongly) appear.
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!berth.process.log().contains("berth::access"));
+    // The access log is written every 100 ms; give it ample time to (wrongly) appear.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!berth.process.log().contains(" duration_us="));
 }
 
 #[tokio::test]
