@@ -9,8 +9,8 @@
 #   bench/run.sh --scenario small --variant sysalloc:bin=/tmp/berth-sysalloc --variant pool16:pool=16
 #                                     berth variants (levers) in the same interleaved runs
 #
-# Layout: each proxy pinned to CPU 0 with one worker/thread; wrk and two nginx backends (one
-# worker each) pinned to CPU 1. Runs are interleaved (A B C A B C ...) so drift hits every proxy
+# Layout: each proxy pinned to CPU 0 with one worker/thread; wrk (h2load for the h2c scenario)
+# and two nginx backends (one worker each) pinned to CPU 1. Runs are interleaved (A B C A B C ...) so drift hits every proxy
 # alike. The fair figure is the proxy's CPU time per request (user+system time of its whole
 # process tree from /proc/PID/stat, divided by the requests wrk completed): req/s alone is capped
 # by CPU 1, which the load generator and the backends share. See bench/RESULTS.md.
@@ -51,7 +51,7 @@ the generated configs, logs and wrk outputs), SCALE_SERVICES (default 10000).
 EOF
 }
 
-ALL_SCENARIOS="small 16k 1m close c100 c1000 sticky sticky-new metrics"
+ALL_SCENARIOS="small 16k 1m close c100 c1000 sticky sticky-new metrics h2c"
 SMOKE=0
 RUNS=""
 DURATION=8
@@ -105,6 +105,9 @@ SCALE_ADMIN=$((BASE + 193))
 # Idle upstream connections each proxy may keep; above the largest client concurrency (1,000),
 # so no scenario measures connection churn to the backends (HAProxy's pool is unbounded).
 POOL=1024
+# h2c scenario: connections x concurrent streams per connection.
+H2_CONNS=10
+H2_STREAMS=10
 
 # berth variants (--variant NAME:SPEC): target berth-NAME, its own ports, binary and settings.
 VARIANTS=()
@@ -241,11 +244,13 @@ render() { # render TEMPLATE OUT KEY=VALUE...
     sed "${sed_args[@]}" "$tmpl" >"$out"
 }
 
-# Waits until URL (with Host: $HOST) answers 200.
+# wait_ok URL WHAT PID [CURL_ARGS...]: waits until URL (with Host: $HOST) answers 200.
 wait_ok() {
     local url=$1 what=$2 pid=$3 code
+    shift 3
     for _ in $(seq 200); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" --max-time 1 "$url" || true)
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" --max-time 1 "$@" "$url" ||
+            true)
         [ "$code" = 200 ] && return 0
         kill -0 "$pid" 2>/dev/null || { cat "$TMP/$what.out" >&2; die "$what exited"; }
         sleep 0.05
@@ -303,9 +308,10 @@ start_backends() {
 
 declare -A PID_OF=()
 
-# start_proxy TARGET STICKY(0|1)
+# start_proxy TARGET STICKY(0|1) H2C(0|1): H2C=1 makes the client side HTTP/2 without TLS
+# (prior knowledge); backends are always reached over HTTP/1.1.
 start_proxy() {
-    local target=$1 sticky=$2 cfg
+    local target=$1 sticky=$2 h2c=$3 cfg
     case "$target" in
         direct) return ;;
         berth*)
@@ -316,7 +322,8 @@ start_proxy() {
             [ "$sticky" = 1 ] && sticky_line="sticky_cookie: SRV"
             render "$HERE/berth.yaml.tmpl" "$cfg" PORT="${PORT[$target]}" \
                 ADMIN="${ADMIN[$target]}" METRICS="$metrics" POOL="${POOL_OF[$target]:-$POOL}" \
-                ACCESS_LOG="$access_log" STICKY="$sticky_line" B1=$B1 B2=$B2
+                ACCESS_LOG="$access_log" STICKY="$sticky_line" B1=$B1 B2=$B2 \
+                H2C="$([ "$h2c" = 1 ] && echo true || echo false)"
             RUST_LOG=${BERTH_LOG:-warn} start $PROXY_CPU "$target" "${BIN_OF[$target]:-$BERTH}" \
                 serve --config "$cfg"
             ;;
@@ -324,7 +331,7 @@ start_proxy() {
             mkdir -p "$TMP/nginx-proxy-tmp"
             cfg="$TMP/nginx-proxy.conf"
             render "$HERE/nginx-proxy.conf.tmpl" "$cfg" DIR="$TMP" PORT="${PORT[nginx]}" \
-                POOL=$POOL B1=$B1 B2=$B2
+                POOL=$POOL B1=$B1 B2=$B2 HTTP2="$([ "$h2c" = 1 ] && echo " http2")"
             start $PROXY_CPU nginx nginx -p "$TMP" -e "$TMP/nginx-proxy.error.log" -c "$cfg"
             ;;
         haproxy)
@@ -332,13 +339,16 @@ start_proxy() {
             local cookie="" c1="" c2=""
             [ "$sticky" = 1 ] && cookie="cookie SRV insert indirect" c1="cookie b1" c2="cookie b2"
             render "$HERE/haproxy.cfg.tmpl" "$cfg" DIR="$TMP" PORT="${PORT[haproxy]}" \
-                B1=$B1 B2=$B2 COOKIE="$cookie" COOKIE_B1="$c1" COOKIE_B2="$c2"
+                B1=$B1 B2=$B2 COOKIE="$cookie" COOKIE_B1="$c1" COOKIE_B2="$c2" \
+                H2="$([ "$h2c" = 1 ] && echo " proto h2")"
             start $PROXY_CPU haproxy haproxy -db -f "$cfg"
             ;;
     esac
     PID_OF[$target]=$STARTED
     # 200 through the proxy means it routed and its health checks let a backend in.
-    wait_ok "http://127.0.0.1:${PORT[$target]}/" "$target" "$STARTED"
+    local h2=()
+    [ "$h2c" = 1 ] && h2=(--http2-prior-knowledge)
+    wait_ok "http://127.0.0.1:${PORT[$target]}/" "$target" "$STARTED" "${h2[@]}"
 }
 
 stop_proxies() {
@@ -356,6 +366,12 @@ to_us() {
         if (u == "us") m = 1; else if (u == "ms") m = 1000; else if (u == "s") m = 1e6;
         else if (u == "m") m = 6e7; else m = 0
         printf "%.1f", n * m }'
+}
+
+# percentile_us H2LOAD_LOG FRACTION: that percentile of the per-request times in microseconds.
+percentile_us() {
+    cut -f3 "$1" | sort -n | awk -v q="$2" '{a[NR] = $1}
+        END {if (NR == 0) print 0; else {i = int(q * NR + 0.999999); if (i < 1) i = 1; print a[i]}}'
 }
 
 RAW="$TMP/raw.tsv" # scenario target run requests rps p50_us p99_us user_s sys_s errors cpu0_busy_s steal_s wall_s
@@ -377,19 +393,38 @@ measure() {
     local c0=() c1=() t0 t1
     read -r -a c0 <<<"$(cpu_stat $PROXY_CPU) $(cpu_stat $LOAD_CPU)"
     t0=$(date +%s%N)
-    taskset -c $LOAD_CPU wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s --latency \
-        -H "Host: $HOST" "$@" "$url" >"$out" 2>&1 || true
+    if [ "$scen" = h2c ]; then
+        taskset -c $LOAD_CPU h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D"$DURATION" \
+            --log-file="$out.log" -H ":authority: $HOST" "$url" >"$out" 2>&1 || true
+    else
+        taskset -c $LOAD_CPU wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s --latency \
+            -H "Host: $HOST" "$@" "$url" >"$out" 2>&1 || true
+    fi
     [ -n "$pid" ] && read -r -a after <<<"$(cpu_ticks "$pid")"
     t1=$(date +%s%N)
     read -r -a c1 <<<"$(cpu_stat $PROXY_CPU) $(cpu_stat $LOAD_CPU)"
-    local requests rps p50 p99 sock non2xx errors
-    requests=$(awk '/requests in/ {print $1; exit}' "$out")
-    rps=$(awk '/^Requests\/sec:/ {print $2; exit}' "$out")
-    p50=$(to_us "$(awk '$1 == "50%" {print $2; exit}' "$out")")
-    p99=$(to_us "$(awk '$1 == "99%" {print $2; exit}' "$out")")
-    sock=$(awk -F'[ ,]+' '/Socket errors:/ {print $5 + $7 + $9 + $11; exit}' "$out")
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5; exit}' "$out")
-    errors=$((${sock:-0} + ${non2xx:-0}))
+    local requests rps p50 p99 errors
+    if [ "$scen" = h2c ]; then
+        # "requests: T total, S started, D done, OK succeeded, F failed, E errored, X timeout",
+        # "status codes: A 2xx, B 3xx, C 4xx, D 5xx"; latencies from the per-request log
+        # (h2load prints no percentiles): its third column is microseconds to the response end.
+        requests=$(awk '/^requests:/ {print $8; exit}' "$out")
+        rps=$(awk '/^finished in/ {print $4; exit}' "$out")
+        errors=$(awk -F'[ ,]+' '/^requests:/ {e += $10 + $12 + $14} /^status codes:/ {e += $7 + $9}
+            END {print e + 0}' "$out")
+        p50=$(percentile_us "$out.log" 0.50)
+        p99=$(percentile_us "$out.log" 0.99)
+        rm -f "$out.log"
+    else
+        local sock non2xx
+        requests=$(awk '/requests in/ {print $1; exit}' "$out")
+        rps=$(awk '/^Requests\/sec:/ {print $2; exit}' "$out")
+        p50=$(to_us "$(awk '$1 == "50%" {print $2; exit}' "$out")")
+        p99=$(to_us "$(awk '$1 == "99%" {print $2; exit}' "$out")")
+        sock=$(awk -F'[ ,]+' '/Socket errors:/ {print $5 + $7 + $9 + $11; exit}' "$out")
+        non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5; exit}' "$out")
+        errors=$((${sock:-0} + ${non2xx:-0}))
+    fi
     local user sys
     user=$(awk -v a="${after[0]}" -v b="${before[0]}" -v t="$CLK_TCK" 'BEGIN {printf "%.3f", (a-b)/t}')
     sys=$(awk -v a="${after[1]}" -v b="${before[1]}" -v t="$CLK_TCK" 'BEGIN {printf "%.3f", (a-b)/t}')
@@ -418,7 +453,7 @@ declare -A RSS_KB=()
 
 # run_scenario NAME: starts its proxies, runs the interleaved wrk runs, records peak RSS.
 run_scenario() {
-    local scen=$1 path=/ conns=50 sticky=0 runs targets=(direct berth nginx haproxy) extra=()
+    local scen=$1 path=/ conns=50 sticky=0 h2c=0 runs targets=(direct berth nginx haproxy) extra=()
     case "$scen" in
         small) ;;
         16k) path=/16k.bin ;;
@@ -428,6 +463,8 @@ run_scenario() {
         c1000) conns=1000 ;;
         sticky | sticky-new) sticky=1 targets=(direct berth haproxy) ;;
         metrics) targets=(direct berth berth-nometrics nginx) ;;
+        # The backends speak only HTTP/1.1, so there is no direct figure.
+        h2c) h2c=1 conns=$((H2_CONNS * H2_STREAMS)) targets=(berth nginx haproxy) ;;
     esac
     if [ ${#VARIANTS[@]} -gt 0 ]; then
         local with=() t
@@ -442,7 +479,7 @@ run_scenario() {
     log "scenario $scen: ${targets[*]}, $runs x ${DURATION}s, $conns connections, GET $path ${extra[*]}"
     log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     local t
-    for t in "${targets[@]}"; do start_proxy "$t" "$sticky"; done
+    for t in "${targets[@]}"; do start_proxy "$t" "$sticky" "$h2c"; done
     declare -A cookie_hdr=()
     for t in "${targets[@]}"; do
         cookie_hdr[$t]=""
@@ -459,6 +496,11 @@ run_scenario() {
         for t in "${targets[@]}"; do
             local hdr=()
             [ -n "${cookie_hdr[$t]}" ] && hdr=(-H "${cookie_hdr[$t]}")
+            if [ "$h2c" = 1 ]; then
+                taskset -c $LOAD_CPU h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D2 \
+                    -H ":authority: $HOST" "http://127.0.0.1:${PORT[$t]}$path" >/dev/null 2>&1 || true
+                continue
+            fi
             taskset -c $LOAD_CPU wrk -t1 -c"$conns" -d2s -H "Host: $HOST" "${extra[@]}" \
                 "${hdr[@]}" "http://127.0.0.1:${PORT[$t]}$path" >/dev/null 2>&1 || true
         done
@@ -478,6 +520,7 @@ run_scenario() {
     stop_proxies
     TARGETS_OF[$scen]="${targets[*]}"
     DESC_OF[$scen]="$runs interleaved runs of ${DURATION}s, wrk -t1 -c$conns, GET $path${extra[*]:+, ${extra[*]}}"
+    [ "$h2c" = 1 ] && DESC_OF[$scen]="$runs interleaved runs of ${DURATION}s, h2load -t1 -c$H2_CONNS -m$H2_STREAMS (HTTP/2 prior knowledge, $conns streams in flight; p50/p99 from its per-request log), GET $path"
 }
 declare -A TARGETS_OF=() DESC_OF=()
 
@@ -491,7 +534,7 @@ runs_median() {
 }
 
 fmt_us() { awk -v v="$1" 'BEGIN { if (v >= 10000) printf "%.1f ms", v/1000; else if (v >= 1000) printf "%.2f ms", v/1000; else printf "%.0f us", v }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a > 0) printf "%.2f", a/b; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "nan" && b != "nan" && b > 0 && a > 0) printf "%.2f", a/b; else print "-" }'; }
 
 # Section titles, read by report_scenario through ${!name}.
 # shellcheck disable=SC2034
@@ -512,6 +555,8 @@ TITLE_sticky="Sticky sessions, the client returns the cookie (sticky hit), 50 co
 TITLE_sticky_new="Sticky sessions, no cookie sent (the proxy inserts Set-Cookie on every response), 50 connections"
 # shellcheck disable=SC2034
 TITLE_metrics="berth with metrics recording on (default) vs off"
+# shellcheck disable=SC2034
+TITLE_h2c="HTTP/2 without TLS from the client, HTTP/1.1 to the backends, small response"
 
 report_scenario() {
     local scen=$1 t title_var="TITLE_${1//-/_}"
@@ -711,7 +756,7 @@ profile_berth() {
         echo
     } >"$out_dir/profile-syscalls.txt"
     for t in berth nginx haproxy; do
-        start_proxy "$t" 0
+        start_proxy "$t" 0 0
         pid=${PID_OF[$t]}
         pids=$(tree "$pid" | paste -sd,)
         taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[$t]}/" >/dev/null
@@ -741,7 +786,7 @@ profile_berth() {
         perf probe -q -x "$BERTH" --add "$f" >/dev/null 2>&1 && probes+=("probe_berth:$f")
     done
     if [ ${#probes[@]} -gt 0 ]; then
-        start_proxy berth 0
+        start_proxy berth 0 0
         pid=${PID_OF[berth]}
         taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[berth]}/" >/dev/null
         perf stat -x, -e "$(IFS=,; echo "${probes[*]}")" -p "$pid" -o "$TMP/allocs.csv" \
@@ -762,7 +807,7 @@ profile_berth() {
     # 3. Where berth's CPU time goes. Self time per symbol and crate from frame-pointer samples
     #    (cheap, so the run is close to an unprofiled one); inclusive time of berth's own hooks
     #    from DWARF call graphs (Rust code has no frame pointers).
-    start_proxy berth 0
+    start_proxy berth 0 0
     pid=${PID_OF[berth]}
     taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[berth]}/" >/dev/null
     local mode
@@ -850,7 +895,7 @@ RESULTS="$TMP/results.md"
     echo "## Results ($( [ "$SMOKE" = 1 ] && echo smoke || echo full ) run)"
     echo
     machine
-    echo "- layout: each proxy pinned to CPU $PROXY_CPU with 1 worker/thread; wrk (1 thread) and two nginx"
+    echo "- layout: each proxy pinned to CPU $PROXY_CPU with 1 worker/thread; wrk or h2load (1 thread) and two nginx"
     echo "  backends (1 worker each) pinned to CPU $LOAD_CPU; everything on 127.0.0.1"
 } >"$RESULTS"
 
