@@ -520,7 +520,9 @@ run_scenario() {
     stop_proxies
     TARGETS_OF[$scen]="${targets[*]}"
     DESC_OF[$scen]="$runs interleaved runs of ${DURATION}s, wrk -t1 -c$conns, GET $path${extra[*]:+, ${extra[*]}}"
-    [ "$h2c" = 1 ] && DESC_OF[$scen]="$runs interleaved runs of ${DURATION}s, h2load -t1 -c$H2_CONNS -m$H2_STREAMS (HTTP/2 prior knowledge, $conns streams in flight; p50/p99 from its per-request log), GET $path"
+    if [ "$h2c" = 1 ]; then
+        DESC_OF[$scen]="$runs interleaved runs of ${DURATION}s, h2load -t1 -c$H2_CONNS -m$H2_STREAMS (HTTP/2 prior knowledge, $conns streams in flight; p50/p99 from its per-request log), GET $path"
+    fi
 }
 declare -A TARGETS_OF=() DESC_OF=()
 
