@@ -1,12 +1,14 @@
 //! The access log (`server.access_log: true`): one logfmt line per request on stdout.
 //!
-//! Like nginx's `access_log ... buffer= flush=`, a request only formats its line into a shared
-//! in-memory buffer; a writer thread empties it every [`FLUSH_INTERVAL`] with one large write.
+//! Like nginx's `access_log ... buffer= flush=`, a request only formats its line (in a
+//! per-thread scratch buffer) and copies it into a shared in-memory buffer; a writer thread
+//! empties that every [`FLUSH_INTERVAL`] with one large write.
 //! A first version queued each line to a writer thread through a channel: the thread woke for
 //! nearly every line, and the access log cost about a third of berth's CPU per request
 //! (bench/RESULTS.md, "Levers"). If stdout falls so far behind that [`MAX_PENDING_BYTES`] are
 //! waiting, new lines are dropped (and counted in a warning) rather than slowing traffic.
 
+use std::cell::RefCell;
 use std::fmt::Display;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +40,16 @@ struct Buffer {
 
 static BUFFER: OnceLock<Buffer> = OnceLock::new();
 
+thread_local! {
+    /// Each worker thread formats its line here, so the shared lock is held only for a copy.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+/// Whether `server.access_log` turned the log on; the proxy asks before building an [`Entry`].
+pub fn enabled() -> bool {
+    BUFFER.get().is_some()
+}
+
 /// Starts the writer thread; until this is called, [`record`] does nothing.
 pub fn enable() {
     let mut started = false;
@@ -64,13 +76,17 @@ pub fn record(entry: &Entry<'_>) {
     let Some(buffer) = BUFFER.get() else {
         return;
     };
-    let mut pending = buffer.pending.lock().unwrap_or_else(|p| p.into_inner());
-    if pending.len() >= MAX_PENDING_BYTES {
-        buffer.dropped.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    // Writing into a Vec cannot fail.
-    let _ = write_line(&mut pending, entry, SystemTime::now());
+    LINE.with_borrow_mut(|line| {
+        line.clear();
+        // Writing into a Vec cannot fail.
+        let _ = write_line(line, entry, SystemTime::now());
+        let mut pending = buffer.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= MAX_PENDING_BYTES {
+            buffer.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            pending.extend_from_slice(line);
+        }
+    });
 }
 
 /// Writes out everything buffered so far. The writer thread calls it periodically; exit paths

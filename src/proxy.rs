@@ -382,7 +382,7 @@ impl ProxyHttp for Proxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or_else(|| e.map_or(0, client_closed_or_status));
-        if self.shared.access_log {
+        if access_log::enabled() {
             let req = session.req_header();
             let route = ctx.route.as_ref();
             let backend = route.and_then(|r| r.member.map(|m| &r.upstream.member(m).addr));

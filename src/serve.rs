@@ -35,7 +35,6 @@ pub fn serve(path: PathBuf, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resul
         config.listeners.clone(),
         Arc::clone(&metrics),
         record_metrics,
-        config.server.access_log,
     );
     if config.server.access_log {
         crate::access_log::enable();

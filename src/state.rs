@@ -19,7 +19,6 @@ pub struct Shared {
     pub probes: ProbeCache,
     /// Whether the data path records metrics (`admin.metrics`).
     pub record_metrics: bool,
-    pub access_log: bool,
     pub listeners: Vec<ListenerConfig>,
     inflight: AtomicUsize,
     loaded: AtomicBool,
@@ -31,7 +30,6 @@ impl Shared {
         listeners: Vec<ListenerConfig>,
         metrics: Arc<Metrics>,
         record_metrics: bool,
-        access_log: bool,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             table: ArcSwap::from_pointee(RouteTable::default()),
@@ -39,7 +37,6 @@ impl Shared {
             metrics,
             probes: ProbeCache::default(),
             record_metrics,
-            access_log,
             listeners,
             inflight: AtomicUsize::new(0),
             loaded: AtomicBool::new(false),
