@@ -194,7 +194,7 @@ PIDS=()
 
 cleanup() {
     local rc=$?
-    [ "$PROFILE" = 1 ] && perf probe -q -d 'probe_berth:*' >/dev/null 2>&1
+    if [ "$PROFILE" = 1 ]; then perf probe -q -d 'probe_berth:*' >/dev/null 2>&1 || true; fi
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -742,11 +742,32 @@ scale_bench() {
 
 # --- profile -----------------------------------------------------------------------------------
 
+# start_loaded TARGET: starts TARGET (client side HTTP/1.1) and warms it up with 2 s of load.
+start_loaded() {
+    start_proxy "$1" 0 0
+    taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[$1]}/" >/dev/null
+}
+
+# perf_under_load TARGET PERF_SECS WRK_SECS WRK_OUT PERF_ARGS...: runs `perf PERF_ARGS -- sleep
+# PERF_SECS` in the background while wrk loads TARGET for WRK_SECS (starting 0.2 s later).
+# Counting runs make PERF_SECS the longer, so every request wrk reports is counted; sampling
+# runs make it the shorter, so every sample is taken under load.
+perf_under_load() {
+    local target=$1 perf_secs=$2 wrk_secs=$3 wrk_out=$4 perf_pid
+    shift 4
+    perf "$@" -- sleep "$perf_secs" >"$wrk_out.perf" 2>&1 &
+    perf_pid=$!
+    sleep 0.2
+    taskset -c $LOAD_CPU wrk -t1 -c50 -d"${wrk_secs}s" --latency -H "Host: $HOST" \
+        "http://127.0.0.1:${PORT[$target]}/" >"$wrk_out"
+    wait $perf_pid || true
+}
+
 profile_berth() {
     command -v perf >/dev/null || die "perf not found"
     local out_dir=${PROFILE_DIR:-$ROOT/target/bench-profile} secs=$((DURATION < 5 ? DURATION : 5))
     mkdir -p "$out_dir"
-    local t pid pids
+    local t pids
     # 1. System calls and context switches per request, for every proxy alike.
     local events=raw_syscalls:sys_enter,context-switches
     local calls="sendto recvfrom read write writev readv epoll_wait epoll_ctl getpeername getsockopt setsockopt futex"
@@ -758,16 +779,10 @@ profile_berth() {
         echo
     } >"$out_dir/profile-syscalls.txt"
     for t in berth nginx haproxy; do
-        start_proxy "$t" 0 0
-        pid=${PID_OF[$t]}
-        pids=$(tree "$pid" | paste -sd,)
-        taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[$t]}/" >/dev/null
-        perf stat -x, -e "$events" -p "$pids" -o "$TMP/stat-$t.csv" -- sleep "$DURATION" &
-        local stat_pid=$!
-        sleep 0.1
-        taskset -c $LOAD_CPU wrk -t1 -c50 -d"$((DURATION - 1))s" -H "Host: $HOST" \
-            "http://127.0.0.1:${PORT[$t]}/" >"$TMP/stat-wrk-$t.txt"
-        wait $stat_pid || true
+        start_loaded "$t"
+        pids=$(tree "${PID_OF[$t]}" | paste -sd,)
+        perf_under_load "$t" "$DURATION" "$((DURATION - 1))" "$TMP/stat-wrk-$t.txt" \
+            stat -x, -e "$events" -p "$pids" -o "$TMP/stat-$t.csv"
         stop_proxies
         local requests
         requests=$(awk '/requests in/ {print $1}' "$TMP/stat-wrk-$t.txt")
@@ -788,16 +803,9 @@ profile_berth() {
         perf probe -q -x "$BERTH" --add "$f" >/dev/null 2>&1 && probes+=("probe_berth:$f")
     done
     if [ ${#probes[@]} -gt 0 ]; then
-        start_proxy berth 0 0
-        pid=${PID_OF[berth]}
-        taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[berth]}/" >/dev/null
-        perf stat -x, -e "$(IFS=,; echo "${probes[*]}")" -p "$pid" -o "$TMP/allocs.csv" \
-            -- sleep "$((secs + 1))" &
-        local stat_pid=$!
-        sleep 0.2
-        taskset -c $LOAD_CPU wrk -t1 -c50 -d"${secs}s" -H "Host: $HOST" \
-            "http://127.0.0.1:${PORT[berth]}/" >"$TMP/allocs-wrk.txt"
-        wait $stat_pid || true
+        start_loaded berth
+        perf_under_load berth "$((secs + 1))" "$secs" "$TMP/allocs-wrk.txt" \
+            stat -x, -e "$(IFS=,; echo "${probes[*]}")" -p "${PID_OF[berth]}" -o "$TMP/allocs.csv"
         stop_proxies
         perf probe -q -d 'probe_berth:*' >/dev/null 2>&1 || true
         awk -F, -v n="$(awk '/requests in/ {print $1}' "$TMP/allocs-wrk.txt")" '
@@ -809,22 +817,15 @@ profile_berth() {
     # 3. Where berth's CPU time goes. Self time per symbol and crate from frame-pointer samples
     #    (cheap, so the run is close to an unprofiled one); inclusive time of berth's own hooks
     #    from DWARF call graphs (Rust code has no frame pointers).
-    start_proxy berth 0 0
-    pid=${PID_OF[berth]}
-    taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[berth]}/" >/dev/null
+    start_loaded berth
     local mode
     for mode in fp dwarf; do
         local callgraph=(-F 2999 -g)
         # shellcheck disable=SC2054 # "dwarf,16384" is one argument
         [ $mode = dwarf ] && callgraph=(-F 999 --call-graph dwarf,16384)
-        log "profile: perf record ($mode) on berth ($pid) for ${secs}s of the small scenario"
-        perf record -e cpu-clock "${callgraph[@]}" -p "$pid" -o "$TMP/perf-$mode.data" \
-            -- sleep "$secs" >"$TMP/perf-$mode.out" 2>&1 &
-        local perf_pid=$!
-        sleep 0.2
-        taskset -c $LOAD_CPU wrk -t1 -c50 -d"$((secs + 1))s" --latency -H "Host: $HOST" \
-            "http://127.0.0.1:${PORT[berth]}/" >"$TMP/profile-wrk-$mode.txt"
-        wait $perf_pid || true
+        log "profile: perf record ($mode) on berth (${PID_OF[berth]}) for ${secs}s of the small scenario"
+        perf_under_load berth "$secs" "$((secs + 1))" "$TMP/profile-wrk-$mode.txt" \
+            record -e cpu-clock "${callgraph[@]}" -p "${PID_OF[berth]}" -o "$TMP/perf-$mode.data"
     done
     stop_proxies
     # (Whole reports first, then trimmed: `head` on a pipe would SIGPIPE under pipefail.)
