@@ -14,15 +14,14 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use berth::config::ListenerConfig;
-use berth::cookie::find_in_header;
-use berth::hostname::{normalize_request_host, MAX_HOST_LEN};
+use berth::health::probe::ProbeCache;
 use berth::metrics::Metrics;
-use berth::model::{
-    Algorithm, BackendSpec, HealthCheckSpec, Policy, ProbeKind, ServiceSpec, Snapshot, Source,
-};
-use berth::probe::ProbeCache;
-use berth::router::RouteTable;
-use berth::upstream::Upstream;
+use berth::proxy::cookie::find_in_header;
+use berth::spec::hostname::{normalize_request_host, MAX_HOST_LEN};
+use berth::spec::policy::{Algorithm, HealthCheckLayer, ProbeKind};
+use berth::spec::{BackendSpec, PolicyLayer, ServiceSpec, Snapshot, SourceKind};
+use berth::table::upstream::Upstream;
+use berth::table::RouteTable;
 
 /// A service whose backends are routable at once (no probe), like a `health_check: none` one.
 fn service(name: &str, domains: Vec<String>, prefix: &str, backends: usize) -> ServiceSpec {
@@ -31,18 +30,24 @@ fn service(name: &str, domains: Vec<String>, prefix: &str, backends: usize) -> S
         domains,
         path_prefix: prefix.into(),
         listeners: None,
-        policy: Policy {
-            health_check: HealthCheckSpec {
-                kind: ProbeKind::None,
-                ..HealthCheckSpec::default()
+        policy: PolicyLayer {
+            health_check: HealthCheckLayer {
+                kind: Some(ProbeKind::None),
+                ..HealthCheckLayer::default()
             },
-            ..Policy::default()
+            ..PolicyLayer::default()
         },
         backends: (0..backends)
             .map(|i| BackendSpec::new(format!("127.0.0.1:{}", 9001 + i).parse().unwrap()))
             .collect(),
-        source: Source::File,
+        source: SourceKind::File,
     }
+}
+
+/// The upstream of `spec` with the built-in defaults, as the control plane would build it.
+fn build(spec: ServiceSpec, metrics: &Arc<Metrics>, probes: &ProbeCache) -> Upstream {
+    let policy = spec.policy.resolve();
+    Upstream::build(spec, policy, None, metrics, probes)
 }
 
 fn listener() -> ListenerConfig {
@@ -81,7 +86,11 @@ fn route_table(metrics: &Arc<Metrics>) -> RouteTable {
         ));
     }
     RouteTable::compile(
-        &Snapshot { services },
+        &Snapshot {
+            services,
+            defaults: None,
+        },
+        &PolicyLayer::default(),
         &[listener()],
         &RouteTable::default(),
         metrics,
@@ -153,8 +162,8 @@ fn bench_select(c: &mut Criterion) {
                 "/",
                 backends,
             );
-            spec.policy.algorithm = algorithm;
-            let upstream = Upstream::build(spec, None, &metrics, &probes);
+            spec.policy.algorithm = Some(algorithm);
+            let upstream = build(spec, &metrics, &probes);
             assert!(upstream.select(b"10.0.0.1", &[]).is_some());
             group.bench_function(
                 BenchmarkId::new(algorithm.as_str(), format!("{backends}_backends")),
@@ -164,9 +173,8 @@ fn bench_select(c: &mut Criterion) {
     }
 
     // A retry: the first backend failed, pick any other.
-    let upstream = Upstream::build(
+    let upstream = build(
         service("retry", vec!["r.example.com".into()], "/", 3),
-        None,
         &metrics,
         &probes,
     );
@@ -177,7 +185,7 @@ fn bench_select(c: &mut Criterion) {
     // A sticky hit: the cookie names a routable backend.
     let mut spec = service("sticky", vec!["s.example.com".into()], "/", 3);
     spec.policy.sticky_cookie = Some("SRV".into());
-    let upstream = Upstream::build(spec, None, &metrics, &probes);
+    let upstream = build(spec, &metrics, &probes);
     let id = upstream.member(1).cookie_id.clone();
     assert_eq!(upstream.sticky_member(id.as_bytes(), &[]), Some(1));
     group.bench_function("sticky_member_hit", |b| {

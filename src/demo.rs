@@ -6,28 +6,26 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use pingora_core::services::listening::Service;
-use pingora_core::services::ServiceWithDependents;
 
-use crate::config::Config;
-use crate::serve::serve;
+use crate::app::App;
+use crate::sources::file;
 use crate::whoami::Whoami;
 
 pub fn demo(path: PathBuf) -> Result<(), String> {
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
-    let backends: BTreeSet<SocketAddr> = config
-        .snapshot
+    let (config, snapshot) = file::load(&path).map_err(|e| e.to_string())?;
+    let backends: BTreeSet<SocketAddr> = snapshot
         .services
         .iter()
         .flat_map(|s| s.backends.iter().map(|b| b.addr))
         .filter(|addr| addr.ip().is_loopback())
         .collect();
-    let mut extra: Vec<Box<dyn ServiceWithDependents>> = Vec::new();
+    let mut app = App::load(path)?;
     for addr in &backends {
         let name = format!("whoami-{}", addr.port());
         let mut service = Service::new(name.clone(), Whoami::new(name));
         service.add_tcp(&addr.to_string());
         service.threads = Some(1);
-        extra.push(Box::new(service));
+        app = app.with_service(Box::new(service));
     }
 
     let listener = config.listeners[0].address;
@@ -36,7 +34,7 @@ pub fn demo(path: PathBuf) -> Result<(), String> {
         backends.len()
     );
     println!("Try:");
-    for service in &config.snapshot.services {
+    for service in &snapshot.services {
         if let Some(domain) = service.domains.iter().find(|d| !d.starts_with('*')) {
             println!(
                 "  curl -H 'Host: {domain}' http://{listener}{}",
@@ -50,5 +48,5 @@ pub fn demo(path: PathBuf) -> Result<(), String> {
         println!("  curl http://{}/metrics", admin.address);
     }
     println!("Stop with Ctrl+C.");
-    serve(path, extra)
+    app.run()
 }

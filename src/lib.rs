@@ -1,25 +1,46 @@
 //! berth: a Host-routing HTTP load balancer on Pingora that discovers Docker containers by
-//! label. See the README for the design; the flow is sources -> snapshot -> merge -> compiled
-//! route table (swapped atomically) -> proxy.
+//! label.
+//!
+//! # The pipeline
+//!
+//! ```text
+//!  sources ──► Snapshot ──► merge ──► compile ──► RouteTable ──(swap)──► proxy (per request)
+//!  (file,        spec        control    table         table::live          proxy
+//!   docker)                     │
+//!                               └── prober: probes every backend of the live table
+//! ```
+//!
+//! 1. **Sources** ([`sources`]) turn the config file and the Docker engine into [`spec::Snapshot`]s
+//!    of services with unresolved policy; they know nothing of the control plane.
+//! 2. The **control plane** ([`control`]) merges every source's latest snapshot in precedence
+//!    order, lays each service's policy over the file's `defaults:`, compiles a
+//!    [`table::RouteTable`] (reusing unchanged upstreams) and publishes it with one atomic swap.
+//! 3. The **proxy** ([`proxy`]) reads the live table once per request, picks a backend and
+//!    records metrics with handles resolved at compile time.
+//!
+//! # Module dependencies (one direction, no cycles)
+//!
+//! ```text
+//!  app ─► proxy ─► ops ─► table ─► health ─► spec
+//!   │              │        │        │        ▲
+//!   ├─► control ───┼────────┘        │        │
+//!   │     └─► sources ───────────────┼────────┤
+//!   └─► config ──────────────────────┴────────┘      metrics ─► spec (used by all above)
+//! ```
+//!
+//! `spec` (the source-neutral language) is the leaf; `health` holds per-backend state and the
+//! probes, and knows no table; `table` holds what is compiled; `sources` never import `control`;
+//! `ops` (admin, signals, logs) and `proxy` read the live table; `app` wires everything.
 
-pub mod access_log;
-pub mod admin;
+pub mod app;
 pub mod config;
-pub mod controller;
-pub mod cookie;
+pub mod control;
 pub mod demo;
-pub mod docker;
 pub mod health;
-pub mod hostname;
-pub mod logging;
-pub mod merge;
 pub mod metrics;
-pub mod model;
-pub mod probe;
+pub mod ops;
 pub mod proxy;
-pub mod router;
-pub mod serve;
-pub mod signals;
-pub mod state;
-pub mod upstream;
+pub mod sources;
+pub mod spec;
+pub mod table;
 pub mod whoami;

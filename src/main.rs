@@ -9,7 +9,9 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
 
+use berth::app::App;
 use berth::config::Config;
+use berth::sources::file;
 use berth::whoami::Whoami;
 
 #[global_allocator]
@@ -68,9 +70,9 @@ fn header_safe(name: &str) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    berth::logging::init();
+    berth::ops::logging::init();
     let result = match cli.command {
-        Command::Serve { config } => berth::serve::serve(config, Vec::new()),
+        Command::Serve { config } => App::load(config).and_then(App::run),
         Command::Demo { config } => berth::demo::demo(config),
         Command::Check { config } => check(&config),
         Command::Healthcheck { config } => healthcheck(&config),
@@ -79,7 +81,7 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
-    berth::access_log::flush();
+    berth::ops::access_log::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -90,8 +92,8 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> Result<(), String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    let services = &config.snapshot.services;
+    let (config, snapshot) = file::load(path).map_err(|e| e.to_string())?;
+    let services = &snapshot.services;
     let backends: usize = services.iter().map(|s| s.backends.len()).sum();
     println!(
         "{}: ok ({} listeners, {} services, {} backends{})",

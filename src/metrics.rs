@@ -17,7 +17,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::model::BackendIdentity;
+use crate::spec::BackendIdentity;
 
 // Buckets cost a series each, per service or per backend: a scrape of 1,000 backends must
 // stay cheap, so per-backend histograms get fewer buckets than per-service ones.
@@ -293,8 +293,8 @@ impl Metrics {
         let labels = [
             service.to_owned(),
             server.to_owned(),
-            identity.container_id.clone().unwrap_or_default(),
-            identity.container_name.clone().unwrap_or_default(),
+            identity.id.clone().unwrap_or_default(),
+            identity.name.clone().unwrap_or_default(),
         ];
         self.server_info.with_label_values(&labels).set(1);
         InfoSeries {

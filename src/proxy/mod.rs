@@ -16,22 +16,41 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::access_log;
-use crate::cookie::find_cookie;
-use crate::hostname::{normalize_request_host, MAX_HOST_LEN};
-use crate::model::HashKey;
-use crate::state::{InflightGuard, Shared};
-use crate::upstream::{MemberIndex, Upstream};
+pub mod cookie;
+
+use crate::metrics::Metrics;
+use crate::ops::access_log;
+use crate::ops::lifecycle::{InflightGuard, Lifecycle};
+use crate::spec::hostname::{normalize_request_host, MAX_HOST_LEN};
+use crate::spec::policy::HashKey;
+use crate::table::live::LiveTable;
+use crate::table::member::MemberIndex;
+use crate::table::upstream::Upstream;
+use cookie::find_cookie;
 
 /// The proxy of one listener.
 pub struct Proxy {
+    /// Index of the listener in the config, which is its index in every route table.
     listener: usize,
-    shared: Arc<Shared>,
+    live: Arc<LiveTable>,
+    lifecycle: Arc<Lifecycle>,
+    /// `None` when metrics are off: nothing is recorded per request.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Proxy {
-    pub fn new(listener: usize, shared: Arc<Shared>) -> Self {
-        Self { listener, shared }
+    pub fn new(
+        listener: usize,
+        live: Arc<LiveTable>,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
+        Self {
+            listener,
+            live,
+            lifecycle,
+            metrics,
+        }
     }
 }
 
@@ -75,7 +94,7 @@ impl Route {
             return false;
         };
         self.tried.push(failed);
-        let retry = self.tried.len() <= self.upstream.spec.policy.retries as usize
+        let retry = self.tried.len() <= self.upstream.policy.retries as usize
             && self.upstream.has_routable_besides(&self.tried);
         if retry {
             self.upstream.series.record_retry();
@@ -110,7 +129,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
-            _inflight: self.shared.request_started(),
+            _inflight: self.lifecycle.request_started(),
             route: None,
         }
     }
@@ -146,7 +165,7 @@ impl ProxyHttp for Proxy {
                 .await;
         };
         let upstream = {
-            let table = self.shared.table_guard();
+            let table = self.live.load();
             table
                 .route(self.listener, host, req.uri.path().as_bytes())
                 .map(Arc::clone)
@@ -158,15 +177,10 @@ impl ProxyHttp for Proxy {
 
         let mut route = Route::new(upstream);
         let upstream = &route.upstream;
-        let sticky = upstream
-            .spec
-            .policy
-            .sticky_cookie
-            .as_deref()
-            .and_then(|name| {
-                let value = find_cookie(req.headers.get_all(header::COOKIE), name)?;
-                upstream.sticky_member(value, &[])
-            });
+        let sticky = upstream.policy.sticky_cookie.as_deref().and_then(|name| {
+            let value = find_cookie(req.headers.get_all(header::COOKIE), name)?;
+            upstream.sticky_member(value, &[])
+        });
         let chosen = match sticky {
             Some(index) => {
                 route.sticky_hit = true;
@@ -175,7 +189,7 @@ impl ProxyHttp for Proxy {
             None => {
                 let mut ip_buf = [0u8; 16];
                 upstream.select(
-                    hash_input(session, &upstream.spec.policy.hash_key, &mut ip_buf),
+                    hash_input(session, &upstream.policy.hash_key, &mut ip_buf),
                     &[],
                 )
             }
@@ -221,7 +235,7 @@ impl ProxyHttp for Proxy {
             },
         };
         let member = route.upstream.member(index);
-        let timeouts = &route.upstream.spec.policy.timeouts;
+        let timeouts = &route.upstream.policy.timeouts;
         let mut peer = HttpPeer::new(member.addr, false, String::new());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.read_timeout = Some(timeouts.read);
@@ -397,7 +411,7 @@ impl ProxyHttp for Proxy {
                 duration: ctx.started.elapsed(),
             });
         }
-        if !self.shared.record_metrics {
+        if self.metrics.is_none() {
             return;
         }
         let Some(route) = &ctx.route else {
@@ -430,8 +444,8 @@ impl ProxyHttp for Proxy {
 impl Proxy {
     /// Answers a request berth could not route (and counts it as unrouted).
     async fn reply(&self, session: &mut Session, code: u16, body: Bytes) -> Result<bool> {
-        if self.shared.record_metrics {
-            self.shared.metrics.unrouted(code);
+        if let Some(metrics) = &self.metrics {
+            metrics.unrouted(code);
         }
         write_text(session, code, body).await?;
         Ok(true)

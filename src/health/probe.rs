@@ -19,7 +19,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::Backend;
 
-use crate::model::{HealthCheckSpec, ProbeKind};
+use crate::spec::policy::{HealthCheckSpec, ProbeKind};
 
 type Check = dyn HealthCheck + Send + Sync;
 
@@ -27,6 +27,8 @@ type Check = dyn HealthCheck + Send + Sync;
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct CheckKey {
     kind: ProbeKind,
+    /// The request path of HTTP probes; empty for TCP.
+    path: String,
     /// The `Host` header of HTTP probes; empty for TCP.
     host: String,
     port: Option<u16>,
@@ -52,15 +54,15 @@ impl ProbeCache {
 }
 
 fn build_check(key: &CheckKey) -> Arc<Check> {
-    match &key.kind {
-        ProbeKind::Http { path } => {
+    match key.kind {
+        ProbeKind::Http => {
             // No TLS, so no CA store: /dev/null is an empty PEM file.
             let mut options = ConnectorOptions::new(1);
             options.ca_file = Some("/dev/null".into());
             let mut http =
                 HttpHealthCheck::new_custom(&key.host, false, HttpConnector::new(Some(options)));
-            let mut req =
-                RequestHeader::build("GET", path.as_bytes(), None).expect("paths are validated");
+            let mut req = RequestHeader::build("GET", key.path.as_bytes(), None)
+                .expect("paths are validated");
             req.insert_header("Host", key.host.as_str())
                 .expect("hosts are validated");
             req.insert_header("User-Agent", "berth-health-check")
@@ -101,13 +103,14 @@ impl Probe {
     /// `None` when the service does not probe (`type: none`). `host` is the `Host` header of
     /// HTTP probes.
     pub fn new(spec: &HealthCheckSpec, host: &str, cache: &ProbeCache) -> Option<Arc<Probe>> {
-        let host = match spec.kind {
+        let (path, host) = match spec.kind {
             ProbeKind::None => return None,
-            ProbeKind::Http { .. } => host.to_owned(),
-            ProbeKind::Tcp => String::new(),
+            ProbeKind::Http => (spec.path.clone(), host.to_owned()),
+            ProbeKind::Tcp => (String::new(), String::new()),
         };
         let check = cache.check(CheckKey {
-            kind: spec.kind.clone(),
+            kind: spec.kind,
+            path,
             host,
             port: spec.port,
             timeout: spec.timeout,
@@ -121,7 +124,7 @@ impl Probe {
     /// Probes one backend; `Err` carries a short reason for operators.
     pub async fn run(&self, target: &Backend) -> Result<(), String> {
         let mut target = target.clone();
-        if let (ProbeKind::Tcp, Some(port)) = (&self.spec.kind, self.spec.port) {
+        if let (ProbeKind::Tcp, Some(port)) = (self.spec.kind, self.spec.port) {
             target.addr.set_port(port);
         }
         match tokio::time::timeout(self.spec.timeout, self.check.check(&target)).await {
@@ -156,7 +159,10 @@ mod tests {
             Arc::ptr_eq(&a.check, &b.check),
             "interval and host do not matter to TCP"
         );
-        let http = spec(ProbeKind::Http { path: "/h".into() });
+        let http = HealthCheckSpec {
+            path: "/h".into(),
+            ..spec(ProbeKind::Http)
+        };
         let c = Probe::new(&http, "a.test", &cache).unwrap();
         let d = Probe::new(&http, "b.test", &cache).unwrap();
         assert!(!Arc::ptr_eq(&c.check, &d.check), "the Host header differs");

@@ -1,5 +1,5 @@
-//! Backend health: the state machine each backend runs through, and the one background driver
-//! that probes every backend of every upstream (the probes are in [`crate::probe`]).
+//! Backend health: the state machine each backend runs through under active probes, and when
+//! its next probe is due. A leaf: it knows the probe spec and nothing of tables or sources.
 //!
 //! Why berth keeps its own state instead of Pingora's `Health`: Pingora starts every backend
 //! healthy and offers no way to start it unhealthy, so a new container would take traffic
@@ -9,17 +9,13 @@
 //! callers; with both, this module would shrink to the scheduling.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
-use tokio::sync::Semaphore;
+use crate::spec::policy::{HealthCheckSpec, ProbeKind};
 
-use crate::model::{HealthCheckSpec, ProbeKind};
-use crate::probe::Probe;
-use crate::state::Shared;
+/// Probe interval of a backend that has not passed its first probes yet.
+pub const STARTING_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What the probes say about a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,12 +140,12 @@ impl HealthState {
         self.status.store(HealthStatus::Up as u8, Relaxed);
     }
 
-    fn record(&self, outcome: ProbeOutcome) {
+    pub fn record(&self, outcome: ProbeOutcome) {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
     }
 
     /// Claims the next probe if it is due; otherwise says when it will be.
-    fn claim_if_due(&self, now: Instant) -> Result<(), Instant> {
+    pub fn claim_if_due(&self, now: Instant) -> Result<(), Instant> {
         let due = epoch() + Duration::from_nanos(self.next_probe.load(Relaxed));
         if self.probing.load(Relaxed) {
             return Err(now + Duration::from_millis(100));
@@ -161,110 +157,19 @@ impl HealthState {
         Ok(())
     }
 
-    fn release(&self, next: Instant) {
+    /// Ends the claimed probe; the next is due at `next`.
+    pub fn release(&self, next: Instant) {
         self.next_probe.store(nanos_since_epoch(next), Relaxed);
         self.probing.store(false, Relaxed);
     }
-}
 
-/// Probes every backend of every upstream in the live route table when its interval is due.
-pub struct HealthDriver {
-    shared: Arc<Shared>,
-}
-
-/// More concurrent probes than this wait their turn: a table of 30,000 backends must not open
-/// 30,000 sockets at once.
-const MAX_CONCURRENT_PROBES: usize = 512;
-
-/// Probe interval of a backend that has not passed its first probes yet.
-const STARTING_INTERVAL: Duration = Duration::from_millis(250);
-
-/// The driver re-reads the table at least this often.
-const MAX_IDLE: Duration = Duration::from_secs(1);
-
-impl HealthDriver {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for HealthDriver {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
-        loop {
-            // Registered before the scan so a table published during it still wakes us.
-            let table_changed = self.shared.table_changed.notified();
-            let now = Instant::now();
-            let mut wake = now + MAX_IDLE;
-            let table = self.shared.table();
-            for upstream in table.upstreams() {
-                let Some(probe) = upstream.probe() else {
-                    continue;
-                };
-                for member in upstream.members() {
-                    match member.health.claim_if_due(now) {
-                        Err(due) => wake = wake.min(due),
-                        Ok(()) => {
-                            // Look again when this probe's successor is due at the earliest.
-                            wake = wake.min(now + probe.spec.interval.min(STARTING_INTERVAL));
-                            let probe = Arc::clone(probe);
-                            let member = Arc::clone(member);
-                            let permits = Arc::clone(&permits);
-                            tokio::spawn(async move {
-                                let _permit = permits.acquire_owned().await;
-                                member.probe_once(&probe).await;
-                            });
-                        }
-                    }
-                }
-            }
-            drop(table);
-            tokio::select! {
-                _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = table_changed => {}
-                _ = shutdown.changed() => return,
-            }
+    /// Time to the next probe: a backend still waiting for its first verdict (a container
+    /// whose server is not listening yet) is re-probed sooner, like HAProxy's `fastinter`.
+    pub fn next_probe_in(&self, spec: &HealthCheckSpec) -> Duration {
+        match self.status() {
+            HealthStatus::Starting => spec.interval.min(STARTING_INTERVAL),
+            _ => spec.interval,
         }
-    }
-}
-
-impl crate::upstream::Member {
-    /// Runs one probe and applies its result: health state, metrics, a log line on change.
-    async fn probe_once(&self, probe: &Probe) {
-        let started = Instant::now();
-        let result = probe.run(&self.backend).await;
-        let elapsed = started.elapsed();
-        let passed = result.is_ok();
-        let before = self.health.status();
-        let flipped = self.health.observe(passed, &probe.spec);
-        // A first verdict is not a flap: only count changes between healthy and unhealthy.
-        let up_down = flipped.is_some() && before != HealthStatus::Starting;
-        self.series.record_check(passed, elapsed, up_down);
-        if let Some(status) = flipped {
-            self.refresh_up_gauge();
-            match &result {
-                Ok(()) => {
-                    tracing::info!(service = %self.service, backend = %self.label(), "backend is {}", status.as_str())
-                }
-                Err(reason) => {
-                    tracing::warn!(service = %self.service, backend = %self.label(), "backend is {}: {reason}", status.as_str())
-                }
-            }
-        }
-        self.health.record(ProbeOutcome {
-            at: SystemTime::now(),
-            passed,
-            detail: result.err().unwrap_or_else(|| "ok".into()),
-            duration: elapsed,
-        });
-        // A backend still waiting for its first verdict (a container whose server is not
-        // listening yet) is re-probed sooner, like HAProxy's `fastinter`.
-        let next = match self.health.status() {
-            HealthStatus::Starting => probe.spec.interval.min(STARTING_INTERVAL),
-            _ => probe.spec.interval,
-        };
-        self.health.release(Instant::now() + next);
     }
 }
 

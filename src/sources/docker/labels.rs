@@ -1,37 +1,38 @@
-//! Container labels -> route snapshot. Pure functions: no Docker API, no Pingora, so every
-//! label rule is unit-tested and a bad label can only ever cost its own container's routes.
+//! Instance labels -> route snapshot. Pure functions: no Docker API, no Pingora, so every
+//! label rule is unit-tested and a bad label can only ever cost its own instance's routes.
 //!
 //! The grammar is acsrouting's (`aliyun.routing.port_80: restserver.local`), accepted under
 //! every configured prefix (`berth.` and `aliyun.` by default); see the README's label
-//! reference.
+//! reference. Each value goes through the same `parse_*` rule as the config file's key for it
+//! ([`crate::spec::policy`]); only the grammar around the values is the labels' own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
-use crate::config::{HealthCheckLayer, PolicyLayer, ProbeType, MAX_WEIGHT};
-use crate::hostname::parse_domain_pattern;
-use crate::model::{
-    is_cookie_name, Admission, Algorithm, BackendIdentity, BackendSpec, ServiceSpec, Snapshot,
-    Source,
+use crate::spec::hostname::parse_domain_pattern;
+use crate::spec::policy::{self, HealthCheckLayer, ProbeKind};
+use crate::spec::{
+    Admission, BackendIdentity, BackendSpec, PlatformHealth, PolicyLayer, ServiceSpec, Snapshot,
+    SourceKind,
 };
 
 /// The cookie acsrouting pins clients with; berth uses it unless told otherwise.
 pub const DEFAULT_STICKY_COOKIE: &str = "CONTAINERID";
 
-/// What berth knows about one running container.
+/// One running copy of a workload, as its platform describes it: a container.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContainerInfo {
+pub struct Instance {
+    /// Stable and unique (a container id): the sticky cookie's value.
     pub id: String,
     /// Without Docker's leading `/`.
     pub name: String,
     pub labels: BTreeMap<String, String>,
-    /// Network name -> the container's address on it.
+    /// Network name -> the instance's address on it.
     pub networks: BTreeMap<String, IpAddr>,
-    /// Docker's `HEALTHCHECK` status, if the image has one: `starting`, `healthy`, `unhealthy`.
-    pub docker_health: Option<String>,
-    /// A `stop`/`kill` was seen: the container is on its way out.
+    /// What the platform's own health check says, when it says "not ready".
+    pub platform_health: Option<PlatformHealth>,
+    /// The platform is stopping it: no new requests.
     pub draining: bool,
 }
 
@@ -48,7 +49,7 @@ impl fmt::Display for LabelError {
     }
 }
 
-/// One `domain[/path]` a container serves on one of its ports.
+/// One `domain[/path]` an instance serves on one of its ports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteTarget {
     pub domain: String,
@@ -56,11 +57,11 @@ pub struct RouteTarget {
     pub port: u16,
 }
 
-/// Everything a container's labels ask for.
+/// Everything an instance's labels ask for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContainerRoutes {
+pub struct InstanceRoutes {
     pub targets: Vec<RouteTarget>,
-    /// Service-level settings (algorithm, stickiness, probe); containers of one route should
+    /// Service-level settings (algorithm, stickiness, probe); instances of one route should
     /// agree on them.
     pub policy: PolicyLayer,
     pub weight: u16,
@@ -78,7 +79,7 @@ struct Label<'a> {
     value: &'a str,
 }
 
-impl<'a> Label<'a> {
+impl Label<'_> {
     fn error(&self, problem: impl Into<String>) -> LabelError {
         LabelError {
             label: format!("{}={:?}", self.name, self.value),
@@ -86,19 +87,9 @@ impl<'a> Label<'a> {
         }
     }
 
-    fn seconds(&self) -> Result<Duration, LabelError> {
-        self.value
-            .trim()
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| self.error("expected a whole number of seconds"))
-    }
-
-    fn count(&self) -> Result<u32, LabelError> {
-        match self.value.trim().parse::<u32>() {
-            Ok(n) if n >= 1 => Ok(n),
-            _ => Err(self.error("expected a whole number of at least 1")),
-        }
+    /// The value through one of the shared policy rules.
+    fn parse<T>(&self, rule: fn(&str) -> Result<T, String>) -> Result<T, LabelError> {
+        rule(self.value).map_err(|problem| self.error(problem))
     }
 
     fn boolean(&self) -> Result<bool, LabelError> {
@@ -110,17 +101,15 @@ impl<'a> Label<'a> {
     }
 }
 
-/// Reads a container's labels. `Ok(None)`: the container asks for no route (no routing label,
-/// or `enable=false`).
-pub fn parse_container(
-    container: &ContainerInfo,
+/// The labels under berth's prefixes, by key after the prefix; an earlier prefix wins a key
+/// both set.
+fn own_labels<'a>(
+    labels: &'a BTreeMap<String, String>,
     prefixes: &[String],
-    preferred_network: Option<&str>,
-) -> Result<Option<ContainerRoutes>, LabelError> {
-    // key (after the prefix) -> label; an earlier prefix wins a key both prefixes set.
-    let mut keys: BTreeMap<&str, Label> = BTreeMap::new();
+) -> BTreeMap<&'a str, Label<'a>> {
+    let mut keys = BTreeMap::new();
     for prefix in prefixes.iter().rev() {
-        for (name, value) in &container.labels {
+        for (name, value) in labels {
             let Some(key) = name
                 .strip_prefix(prefix.as_str())
                 .and_then(|rest| rest.strip_prefix('.'))
@@ -134,86 +123,121 @@ pub fn parse_container(
             keys.insert(key, Label { name, value });
         }
     }
+    keys
+}
 
+/// What the labels of one instance set, gathered key by key.
+struct Settings<'a> {
+    targets: Vec<RouteTarget>,
+    policy: PolicyLayer,
+    probe: HealthCheckLayer,
+    weight: u16,
+    network: Option<&'a str>,
+    sticky: bool,
+    sticky_cookie: Option<String>,
+}
+
+impl<'a> Settings<'a> {
+    fn new() -> Self {
+        Settings {
+            targets: Vec::new(),
+            policy: PolicyLayer::default(),
+            probe: HealthCheckLayer::default(),
+            weight: 1,
+            network: None,
+            sticky: true,
+            sticky_cookie: None,
+        }
+    }
+
+    fn apply(&mut self, key: &str, label: &Label<'a>) -> Result<(), LabelError> {
+        match key {
+            "enable" | "scale" => {}
+            "network" => self.network = Some(label.value.trim()),
+            "probe.url" => parse_probe_url(label, &mut self.probe)?,
+            "probe.initial_delay_seconds" => {
+                self.probe.initial_delay = Some(label.parse(policy::parse_seconds)?)
+            }
+            "probe.timeout_seconds" => {
+                self.probe.timeout = Some(label.parse(policy::parse_seconds)?)
+            }
+            "probe.interval_seconds" => {
+                self.probe.interval = Some(label.parse(policy::parse_seconds)?)
+            }
+            "probe.healthy_threshold" => {
+                self.probe.healthy_threshold = Some(label.parse(policy::parse_threshold)?)
+            }
+            "probe.unhealthy_threshold" => {
+                self.probe.unhealthy_threshold = Some(label.parse(policy::parse_threshold)?)
+            }
+            "lb.weight" => self.weight = label.parse(policy::parse_weight)?,
+            "lb.algorithm" => self.policy.algorithm = Some(label.parse(policy::parse_algorithm)?),
+            "lb.hash_key" => self.policy.hash_key = Some(label.parse(policy::parse_hash_key)?),
+            "lb.retries" => self.policy.retries = Some(label.parse(policy::parse_retries)?),
+            "lb.sticky" => self.sticky = label.boolean()?,
+            "lb.sticky_cookie" => {
+                let name = label.parse(policy::parse_sticky_cookie)?;
+                if name.is_empty() {
+                    return Err(label.error("names no cookie (use lb.sticky=false to turn it off)"));
+                }
+                self.sticky_cookie = Some(name);
+            }
+            _ => match key.strip_prefix("routing.port_") {
+                Some(port) => {
+                    let port = policy::parse_port(port).map_err(|e| label.error(e))?;
+                    parse_routing(label, port, &mut self.targets)?;
+                }
+                None => return Err(label.error("unknown label")),
+            },
+        }
+        Ok(())
+    }
+
+    /// The service-level policy the labels set: a TCP probe of the routed port when no probe
+    /// label says otherwise, and acsrouting's sticky cookie unless turned off.
+    fn policy(mut self) -> Result<(Vec<RouteTarget>, PolicyLayer, u16), LabelError> {
+        if self.probe.kind.is_none() {
+            self.probe.kind = Some(ProbeKind::Tcp);
+        }
+        self.policy.health_check = self.probe;
+        self.policy.sticky_cookie = Some(match (self.sticky, self.sticky_cookie) {
+            (false, _) => String::new(),
+            (true, Some(name)) => name,
+            (true, None) => DEFAULT_STICKY_COOKIE.into(),
+        });
+        self.policy
+            .validate()
+            .map_err(|(key, problem)| LabelError {
+                label: format!("probe ({key})"),
+                problem,
+            })?;
+        Ok((self.targets, self.policy, self.weight))
+    }
+}
+
+/// Reads an instance's labels. `Ok(None)`: the instance asks for no route (no routing label,
+/// or `enable=false`).
+pub fn parse_instance(
+    instance: &Instance,
+    prefixes: &[String],
+    preferred_network: Option<&str>,
+) -> Result<Option<InstanceRoutes>, LabelError> {
+    let keys = own_labels(&instance.labels, prefixes);
     if let Some(enable) = keys.get("enable") {
         if !enable.boolean()? {
             return Ok(None);
         }
     }
-
-    let mut targets = Vec::new();
-    let mut policy = PolicyLayer::default();
-    let mut probe = HealthCheckLayer::default();
-    let mut weight = 1;
-    let mut network = None;
-    let mut sticky = true;
-    let mut sticky_cookie = None;
+    let mut settings = Settings::new();
     for (key, label) in &keys {
-        match *key {
-            "enable" | "scale" => {}
-            "network" => network = Some(label.value.trim()),
-            "probe.url" => parse_probe_url(label, &mut probe)?,
-            "probe.initial_delay_seconds" => probe.initial_delay = Some(label.seconds()?),
-            "probe.timeout_seconds" => probe.timeout = Some(label.seconds()?),
-            "probe.interval_seconds" => probe.interval = Some(label.seconds()?),
-            "probe.healthy_threshold" => probe.healthy_threshold = Some(label.count()?),
-            "probe.unhealthy_threshold" => probe.unhealthy_threshold = Some(label.count()?),
-            "lb.weight" => {
-                weight = match label.value.trim().parse::<u16>() {
-                    Ok(w) if (1..=MAX_WEIGHT).contains(&w) => w,
-                    _ => {
-                        return Err(label.error(format!("expected a weight from 1 to {MAX_WEIGHT}")))
-                    }
-                }
-            }
-            "lb.algorithm" => {
-                policy.algorithm = Some(Algorithm::parse(label.value.trim()).ok_or_else(|| {
-                    label.error(format!(
-                        "unknown algorithm, expected one of {}",
-                        Algorithm::NAMES
-                    ))
-                })?)
-            }
-            "lb.sticky" => sticky = label.boolean()?,
-            "lb.sticky_cookie" => {
-                let name = label.value.trim();
-                if !is_cookie_name(name) {
-                    return Err(label.error("not a valid cookie name"));
-                }
-                sticky_cookie = Some(name.to_owned());
-            }
-            _ => match key.strip_prefix("routing.port_") {
-                Some(port) => {
-                    let port =
-                        port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                            label.error("the port must be a number from 1 to 65535")
-                        })?;
-                    parse_routing(label, port, &mut targets)?;
-                }
-                None => return Err(label.error("unknown label")),
-            },
-        }
+        settings.apply(key, label)?;
     }
-    if targets.is_empty() {
+    if settings.targets.is_empty() {
         return Ok(None);
     }
-    if probe.kind.is_none() {
-        // No probe label: a TCP connect to the routed port.
-        probe.kind = Some(ProbeType::Tcp);
-    }
-    probe.validate().map_err(|(key, problem)| LabelError {
-        label: format!("probe ({key})"),
-        problem,
-    })?;
-    policy.health_check = probe;
-    policy.sticky_cookie = Some(match (sticky, sticky_cookie) {
-        (false, _) => String::new(),
-        (true, Some(name)) => name,
-        (true, None) => DEFAULT_STICKY_COOKIE.into(),
-    });
-
-    let ip = pick_address(container, network, preferred_network)?;
-    Ok(Some(ContainerRoutes {
+    let ip = pick_address(instance, settings.network, preferred_network)?;
+    let (targets, policy, weight) = settings.policy()?;
+    Ok(Some(InstanceRoutes {
         targets,
         policy,
         weight,
@@ -250,13 +274,9 @@ fn parse_routing(
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
         };
-        let domain = parse_domain_pattern(domain).map_err(|e| label.error(e))?;
-        if path.contains(char::is_whitespace) || path.contains(['?', '#']) {
-            return Err(label.error(format!("path {path:?} must be a plain path prefix")));
-        }
         let target = RouteTarget {
-            domain,
-            path_prefix: path.to_owned(),
+            domain: parse_domain_pattern(domain).map_err(|e| label.error(e))?,
+            path_prefix: policy::parse_path_prefix(path).map_err(|e| label.error(e))?,
             port,
         };
         if !targets.contains(&target) {
@@ -267,12 +287,12 @@ fn parse_routing(
 }
 
 /// `http://container:<port>[/path]` or `tcp://container:<port>`; `container` stands for the
-/// container's own address.
+/// instance's own address.
 fn parse_probe_url(label: &Label, probe: &mut HealthCheckLayer) -> Result<(), LabelError> {
     let value = label.value.trim();
     let (kind, rest) = match value.split_once("://") {
-        Some(("http", rest)) => (ProbeType::Http, rest),
-        Some(("tcp", rest)) => (ProbeType::Tcp, rest),
+        Some(("http", rest)) => (ProbeKind::Http, rest),
+        Some(("tcp", rest)) => (ProbeKind::Tcp, rest),
         _ => {
             return Err(
                 label.error("expected http://container:<port>[/path] or tcp://container:<port>")
@@ -289,32 +309,28 @@ fn parse_probe_url(label: &Label, probe: &mut HealthCheckLayer) -> Result<(), La
     if host != "container" {
         return Err(label.error("the probe host must be `container` (the container's own address)"));
     }
-    let port = port
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| label.error("the probe port must be a number from 1 to 65535"))?;
-    if kind == ProbeType::Tcp && path != "/" {
+    let port = policy::parse_port(port).map_err(|e| label.error(e))?;
+    if kind == ProbeKind::Tcp && path != "/" {
         return Err(label.error("a tcp probe has no path"));
-    }
-    if path.contains(char::is_whitespace) {
-        return Err(label.error("the probe path has spaces"));
     }
     probe.kind = Some(kind);
     probe.port = Some(port);
-    probe.path = (kind == ProbeType::Http).then(|| path.to_owned());
+    probe.path = match kind {
+        ProbeKind::Http => Some(policy::parse_probe_path(path).map_err(|e| label.error(e))?),
+        _ => None,
+    };
     Ok(())
 }
 
-/// The container's address on the network the label names, else on the preferred network,
+/// The instance's address on the network the label names, else on the preferred network,
 /// else on its only network, else on the first by name (deterministic).
 fn pick_address(
-    container: &ContainerInfo,
+    instance: &Instance,
     label_network: Option<&str>,
     preferred: Option<&str>,
 ) -> Result<IpAddr, LabelError> {
     if let Some(name) = label_network {
-        return container
+        return instance
             .networks
             .get(name)
             .copied()
@@ -322,7 +338,7 @@ fn pick_address(
                 label: format!("network={name:?}"),
                 problem: format!(
                     "the container is not on that network (it is on: {})",
-                    container
+                    instance
                         .networks
                         .keys()
                         .cloned()
@@ -331,10 +347,10 @@ fn pick_address(
                 ),
             });
     }
-    if let Some(ip) = preferred.and_then(|name| container.networks.get(name)) {
+    if let Some(ip) = preferred.and_then(|name| instance.networks.get(name)) {
         return Ok(*ip);
     }
-    container
+    instance
         .networks
         .values()
         .next()
@@ -345,33 +361,59 @@ fn pick_address(
         })
 }
 
-/// The services all routed containers form: containers that route the same `domain[/path]`
-/// are one upstream group. Returns warnings (bad labels, disagreements) for the log.
+/// One instance's claim on one route.
+struct Member<'a> {
+    instance: &'a Instance,
+    routes: InstanceRoutes,
+    port: u16,
+}
+
+/// The route (`domain`, `path prefix`) -> the instances that serve it, sorted by name.
+type Groups<'a> = BTreeMap<(String, String), Vec<Member<'a>>>;
+
+/// The services all routed instances form: instances that route the same `domain[/path]` are
+/// one upstream group. Returns warnings (bad labels, disagreements) for the log.
 pub fn build_snapshot(
-    containers: &[ContainerInfo],
+    instances: &[&Instance],
     prefixes: &[String],
     preferred_network: Option<&str>,
-    defaults: &PolicyLayer,
+    source: SourceKind,
 ) -> (Snapshot, Vec<String>) {
     let mut warnings = Vec::new();
-    let mut sorted: Vec<&ContainerInfo> = containers.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    let groups = group_by_route(instances, prefixes, preferred_network, &mut warnings);
+    let services = groups
+        .into_iter()
+        .map(|((domain, path_prefix), members)| {
+            service(domain, path_prefix, &members, source, &mut warnings)
+        })
+        .collect();
+    (
+        Snapshot {
+            services,
+            defaults: None,
+        },
+        warnings,
+    )
+}
 
-    struct Member<'a> {
-        container: &'a ContainerInfo,
-        routes: ContainerRoutes,
-        port: u16,
-    }
-    let mut groups: BTreeMap<(String, String), Vec<Member>> = BTreeMap::new();
-    for container in sorted {
-        let routes = match parse_container(container, prefixes, preferred_network) {
+fn group_by_route<'a>(
+    instances: &[&'a Instance],
+    prefixes: &[String],
+    preferred_network: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Groups<'a> {
+    let mut sorted = instances.to_vec();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    let mut groups: Groups = BTreeMap::new();
+    for instance in sorted {
+        let routes = match parse_instance(instance, prefixes, preferred_network) {
             Ok(Some(routes)) => routes,
             Ok(None) => continue,
             Err(e) => {
                 warnings.push(format!(
                     "container {} ({}): {e}; its routes are skipped",
-                    container.name,
-                    short_id(&container.id)
+                    instance.name,
+                    short_id(&instance.id)
                 ));
                 continue;
             }
@@ -381,76 +423,74 @@ pub fn build_snapshot(
                 .entry((target.domain.clone(), target.path_prefix.clone()))
                 .or_default()
                 .push(Member {
-                    container,
+                    instance,
                     routes: routes.clone(),
                     port: target.port,
                 });
         }
     }
-
-    let mut services = Vec::with_capacity(groups.len());
-    for ((domain, path_prefix), members) in groups {
-        let winner = &members[0];
-        let dissenters: BTreeSet<&str> = members
-            .iter()
-            .filter(|m| m.routes.policy != winner.routes.policy)
-            .map(|m| m.container.name.as_str())
-            .collect();
-        if !dissenters.is_empty() {
-            warnings.push(format!(
-                "containers {} disagree with {} on the settings (algorithm, stickiness, probe) of \
-                 {domain}{path_prefix}; using {}'s",
-                dissenters.into_iter().collect::<Vec<_>>().join(", "),
-                winner.container.name,
-                winner.container.name
-            ));
-        }
-        let policy = winner.routes.policy.over(defaults).resolve();
-        let mut backends: Vec<BackendSpec> = Vec::with_capacity(members.len());
-        for member in &members {
-            let addr = SocketAddr::new(member.routes.ip, member.port);
-            if backends.iter().any(|b| b.addr == addr) {
-                warnings.push(format!(
-                    "container {} has the address {addr} of another container of {domain}; skipped",
-                    member.container.name
-                ));
-                continue;
-            }
-            backends.push(BackendSpec {
-                addr,
-                weight: member.routes.weight,
-                identity: BackendIdentity {
-                    container_id: Some(member.container.id.clone()),
-                    container_name: Some(member.container.name.clone()),
-                },
-                admission: admission(member.container),
-            });
-        }
-        let name = if path_prefix == "/" {
-            domain.clone()
-        } else {
-            format!("{domain}{path_prefix}")
-        };
-        services.push(ServiceSpec {
-            name,
-            domains: vec![domain],
-            path_prefix,
-            listeners: None,
-            policy,
-            backends,
-            source: Source::Docker,
-        });
-    }
-    (Snapshot { services }, warnings)
+    groups
 }
 
-fn admission(container: &ContainerInfo) -> Admission {
-    if container.draining {
+/// One route's service: the first instance by name decides the service settings.
+fn service(
+    domain: String,
+    path_prefix: String,
+    members: &[Member],
+    source: SourceKind,
+    warnings: &mut Vec<String>,
+) -> ServiceSpec {
+    let winner = &members[0];
+    let dissenters: BTreeSet<&str> = members
+        .iter()
+        .filter(|m| m.routes.policy != winner.routes.policy)
+        .map(|m| m.instance.name.as_str())
+        .collect();
+    if !dissenters.is_empty() {
+        warnings.push(format!(
+            "containers {} disagree with {} on the settings (algorithm, stickiness, probe) of \
+             {domain}{path_prefix}; using {}'s",
+            dissenters.into_iter().collect::<Vec<_>>().join(", "),
+            winner.instance.name,
+            winner.instance.name
+        ));
+    }
+    let mut spec = ServiceSpec {
+        name: policy::default_service_name(&domain, &path_prefix),
+        domains: vec![domain],
+        path_prefix,
+        listeners: None,
+        policy: winner.routes.policy.clone(),
+        backends: Vec::with_capacity(members.len()),
+        source,
+    };
+    for member in members {
+        let backend = BackendSpec {
+            addr: SocketAddr::new(member.routes.ip, member.port),
+            weight: member.routes.weight,
+            identity: BackendIdentity {
+                id: Some(member.instance.id.clone()),
+                name: Some(member.instance.name.clone()),
+            },
+            admission: admission(member.instance),
+        };
+        if let Err(e) = spec.add_backend(backend) {
+            warnings.push(format!(
+                "container {} is skipped: {e}",
+                member.instance.name
+            ));
+        }
+    }
+    spec
+}
+
+fn admission(instance: &Instance) -> Admission {
+    if instance.draining {
         return Admission::Draining;
     }
-    match container.docker_health.as_deref() {
-        Some(status @ ("starting" | "unhealthy")) => Admission::DockerHealth(status.to_owned()),
-        _ => Admission::Open,
+    match instance.platform_health {
+        Some(health) => Admission::Held(health),
+        None => Admission::Open,
     }
 }
 
@@ -461,14 +501,16 @@ pub fn short_id(id: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ProbeKind;
+    use std::time::Duration;
+
+    use crate::spec::policy::Algorithm;
 
     fn prefixes() -> Vec<String> {
         vec!["berth".into(), "aliyun".into()]
     }
 
-    fn container(name: &str, labels: &[(&str, &str)]) -> ContainerInfo {
-        ContainerInfo {
+    fn container(name: &str, labels: &[(&str, &str)]) -> Instance {
+        Instance {
             id: format!("{name:0>64}"),
             name: name.into(),
             labels: labels
@@ -476,13 +518,13 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             networks: [("bridge".to_string(), "172.17.0.2".parse().unwrap())].into(),
-            docker_health: None,
+            platform_health: None,
             draining: false,
         }
     }
 
-    fn parse(c: &ContainerInfo) -> Result<Option<ContainerRoutes>, LabelError> {
-        parse_container(c, &prefixes(), None)
+    fn parse(c: &Instance) -> Result<Option<InstanceRoutes>, LabelError> {
+        parse_instance(c, &prefixes(), None)
     }
 
     #[test]
@@ -511,7 +553,8 @@ mod tests {
             .over(&PolicyLayer::default())
             .resolve()
             .health_check;
-        assert_eq!(hc.kind, ProbeKind::Http { path: "/".into() });
+        assert_eq!(hc.kind, ProbeKind::Http);
+        assert_eq!(hc.path, "/");
         assert_eq!(hc.port, Some(80));
         assert_eq!(hc.initial_delay, Duration::from_secs(2));
         assert_eq!(hc.timeout, Duration::from_secs(2));
@@ -551,7 +594,7 @@ mod tests {
     fn no_probe_label_means_tcp_on_the_routed_port() {
         let c = container("web", &[("berth.routing.port_80", "a.local")]);
         let hc = parse(&c).unwrap().unwrap().policy.health_check;
-        assert_eq!(hc.kind, Some(ProbeType::Tcp));
+        assert_eq!(hc.kind, Some(ProbeKind::Tcp));
         assert_eq!(hc.port, None);
     }
 
@@ -702,7 +745,7 @@ mod tests {
         );
         c.labels.remove("berth.network");
         assert_eq!(
-            parse_container(&c, &prefixes(), Some("backend"))
+            parse_instance(&c, &prefixes(), Some("backend"))
                 .unwrap()
                 .unwrap()
                 .ip,
@@ -727,27 +770,27 @@ mod tests {
             ],
         );
         let other = container("web", &[("berth.routing.port_80", "web.local")]);
-        a.docker_health = Some("starting".into());
+        a.platform_health = Some(PlatformHealth::Starting);
         b.draining = true;
         let (snapshot, warnings) = build_snapshot(
-            &[b.clone(), bad, a.clone(), other],
+            &[&b, &bad, &a, &other],
             &prefixes(),
             None,
-            &PolicyLayer::default(),
+            SourceKind::Docker,
         );
         assert_eq!(snapshot.services.len(), 2);
         let rest = &snapshot.services[0];
         assert_eq!(rest.name, "restserver.local");
-        assert_eq!(rest.source, Source::Docker);
+        assert_eq!(rest.source, SourceKind::Docker);
         let names: Vec<_> = rest
             .backends
             .iter()
-            .map(|b| b.identity.container_name.clone().unwrap())
+            .map(|b| b.identity.name.clone().unwrap())
             .collect();
         assert_eq!(names, ["rest_1", "rest_2"]);
         assert_eq!(
             rest.backends[0].admission,
-            Admission::DockerHealth("starting".into())
+            Admission::Held(PlatformHealth::Starting)
         );
         assert_eq!(rest.backends[1].admission, Admission::Draining);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -771,9 +814,11 @@ mod tests {
         let mut b = container("b", &[("berth.routing.port_80", "x.local")]);
         b.networks
             .insert("bridge".into(), "172.17.0.9".parse().unwrap());
-        let (snapshot, warnings) =
-            build_snapshot(&[b, a], &prefixes(), None, &PolicyLayer::default());
-        assert_eq!(snapshot.services[0].policy.algorithm, Algorithm::Random);
+        let (snapshot, warnings) = build_snapshot(&[&b, &a], &prefixes(), None, SourceKind::Docker);
+        assert_eq!(
+            snapshot.services[0].policy.algorithm,
+            Some(Algorithm::Random)
+        );
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].starts_with("containers b disagree with a"),
@@ -793,10 +838,10 @@ mod tests {
             },
             ..PolicyLayer::default()
         };
-        let (snapshot, _) = build_snapshot(&[c], &prefixes(), None, &defaults);
-        let svc = &snapshot.services[0];
-        assert_eq!(svc.policy.retries, 4);
-        assert_eq!(svc.policy.health_check.interval, Duration::from_millis(300));
-        assert_eq!(svc.policy.health_check.kind, ProbeKind::Tcp);
+        let (snapshot, _) = build_snapshot(&[&c], &prefixes(), None, SourceKind::Docker);
+        let policy = snapshot.services[0].policy.over(&defaults).resolve();
+        assert_eq!(policy.retries, 4);
+        assert_eq!(policy.health_check.interval, Duration::from_millis(300));
+        assert_eq!(policy.health_check.kind, ProbeKind::Tcp);
     }
 }

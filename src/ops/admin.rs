@@ -9,33 +9,47 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use crate::model::Admission;
-use crate::state::Shared;
-use crate::upstream::Upstream;
+use super::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::spec::{Admission, PlatformHealth};
+use crate::table::live::LiveTable;
+use crate::table::upstream::Upstream;
 
 pub struct Admin {
-    shared: Arc<Shared>,
-    serve_metrics: bool,
+    live: Arc<LiveTable>,
+    lifecycle: Arc<Lifecycle>,
+    /// `None` when metrics are off (`admin.metrics: false`).
+    metrics: Option<Arc<Metrics>>,
+    /// The proxy listeners' addresses, for readiness.
+    listeners: Vec<std::net::SocketAddr>,
 }
 
 impl Admin {
-    pub fn new(shared: Arc<Shared>, serve_metrics: bool) -> Self {
+    pub fn new(
+        live: Arc<LiveTable>,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Option<Arc<Metrics>>,
+        listeners: Vec<std::net::SocketAddr>,
+    ) -> Self {
         Self {
-            shared,
-            serve_metrics,
+            live,
+            lifecycle,
+            metrics,
+            listeners,
         }
     }
 
-    /// Ready when routes are loaded, berth is not shutting down, and a listener accepts.
+    /// Ready when every source's routes are loaded, berth is not shutting down, and a
+    /// listener accepts.
     async fn readiness(&self) -> Result<(), String> {
-        if self.shared.is_shutting_down() {
+        if self.lifecycle.is_shutting_down() {
             return Err("shutting down".into());
         }
-        if !self.shared.is_loaded() {
+        if !self.live.is_complete() {
             return Err("routes are not loaded yet".into());
         }
-        for listener in &self.shared.listeners {
-            if accepts(listener.address).await {
+        for listener in &self.listeners {
+            if accepts(*listener).await {
                 return Ok(());
             }
         }
@@ -43,7 +57,7 @@ impl Admin {
     }
 
     fn routes(&self) -> Value {
-        let table = self.shared.table();
+        let table = self.live.load_full();
         Value::Array(table.upstreams().iter().map(|u| upstream_json(u)).collect())
     }
 }
@@ -68,6 +82,7 @@ async fn accepts(mut addr: std::net::SocketAddr) -> bool {
 
 fn upstream_json(upstream: &Upstream) -> Value {
     let spec = &upstream.spec;
+    let policy = &upstream.policy;
     let backends: Vec<Value> = upstream
         .members()
         .iter()
@@ -75,8 +90,8 @@ fn upstream_json(upstream: &Upstream) -> Value {
         .map(|(member, backend)| {
             let health = match &backend.admission {
                 Admission::Draining => "draining",
-                Admission::DockerHealth(status) if status == "starting" => "starting",
-                Admission::DockerHealth(_) => "unhealthy",
+                Admission::Held(PlatformHealth::Starting) => "starting",
+                Admission::Held(PlatformHealth::Unhealthy) => "unhealthy",
                 Admission::Open => member.health.status().as_str(),
             };
             let last_probe = member.health.last_probe().map(|p| {
@@ -90,8 +105,8 @@ fn upstream_json(upstream: &Upstream) -> Value {
             json!({
                 "address": member.addr.to_string(),
                 "weight": backend.weight,
-                "container_id": member.identity.container_id,
-                "container_name": member.identity.container_name,
+                "container_id": member.identity.id,
+                "container_name": member.identity.name,
                 "health": health,
                 "routable": member.routable(),
                 "last_probe": last_probe,
@@ -103,18 +118,14 @@ fn upstream_json(upstream: &Upstream) -> Value {
         "domains": spec.domains,
         "path_prefix": spec.path_prefix,
         "visibility": spec.listeners.clone().unwrap_or_else(|| vec!["*".into()]),
-        "algorithm": spec.policy.algorithm.as_str(),
-        "hash_key": spec.policy.hash_key.to_string(),
-        "sticky_cookie": spec.policy.sticky_cookie,
+        "algorithm": policy.algorithm.as_str(),
+        "hash_key": policy.hash_key.to_string(),
+        "sticky_cookie": policy.sticky_cookie,
         "source": spec.source.as_str(),
-        "retries": spec.policy.retries,
+        "retries": policy.retries,
         "health_check": {
-            "type": match spec.policy.health_check.kind {
-                crate::model::ProbeKind::Http { .. } => "http",
-                crate::model::ProbeKind::Tcp => "tcp",
-                crate::model::ProbeKind::None => "none",
-            },
-            "interval_ms": spec.policy.health_check.interval.as_millis() as u64,
+            "type": policy.health_check.kind.as_str(),
+            "interval_ms": policy.health_check.interval.as_millis() as u64,
         },
         "backends": backends,
     })
@@ -138,6 +149,13 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Vec<u8>> {
     )
 }
 
+fn not_found() -> Response<Vec<u8>> {
+    text(
+        StatusCode::NOT_FOUND,
+        "berth admin: /healthz /readyz /metrics /api/routes\n",
+    )
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -154,20 +172,20 @@ impl ServeHttp for Admin {
                     format!("not ready: {why}\n"),
                 ),
             },
-            "/metrics" if self.serve_metrics => respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.shared.metrics.render(),
-            ),
+            "/metrics" => match &self.metrics {
+                Some(metrics) => respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render(),
+                ),
+                None => not_found(),
+            },
             "/api/routes" => respond(
                 StatusCode::OK,
                 "application/json",
                 serde_json::to_vec_pretty(&self.routes()).expect("JSON values serialize"),
             ),
-            _ => text(
-                StatusCode::NOT_FOUND,
-                "berth admin: /healthz /readyz /metrics /api/routes\n",
-            ),
+            _ => not_found(),
         }
     }
 }

@@ -14,10 +14,10 @@ use pingora_core::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, Notify};
 
-use crate::state::Shared;
+use super::lifecycle::Lifecycle;
 
 pub struct Signals {
-    shared: Arc<Shared>,
+    lifecycle: Arc<Lifecycle>,
     reload: Arc<Notify>,
     grace: Duration,
     phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
@@ -25,13 +25,13 @@ pub struct Signals {
 
 impl Signals {
     pub fn new(
-        shared: Arc<Shared>,
+        lifecycle: Arc<Lifecycle>,
         reload: Arc<Notify>,
         grace: Duration,
         phases: broadcast::Receiver<ExecutionPhase>,
     ) -> Self {
         Self {
-            shared,
+            lifecycle,
             reload,
             grace,
             phases: std::sync::Mutex::new(Some(phases)),
@@ -40,8 +40,8 @@ impl Signals {
 
     /// Exits the process once Pingora has stopped accepting and no request is in flight.
     fn exit_when_drained(&self) {
-        self.shared.begin_shutdown();
-        let shared = Arc::clone(&self.shared);
+        self.lifecycle.begin_shutdown();
+        let lifecycle = Arc::clone(&self.lifecycle);
         let deadline = Instant::now() + self.grace;
         let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
         std::thread::spawn(move || {
@@ -55,16 +55,16 @@ impl Signals {
             }
             // Let each accept loop observe the shutdown before trusting a zero count.
             std::thread::sleep(Duration::from_millis(50));
-            while shared.inflight() > 0 && Instant::now() < deadline {
+            while lifecycle.inflight() > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let left = shared.inflight();
+            let left = lifecycle.inflight();
             if left > 0 {
                 tracing::warn!("grace period over with {left} requests in flight; exiting");
             } else {
                 tracing::info!("all requests finished; exiting");
             }
-            crate::access_log::flush();
+            super::access_log::flush();
             std::process::exit(0);
         });
     }

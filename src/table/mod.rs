@@ -1,17 +1,24 @@
 //! The compiled route table: host and path lookup per listener, pointing at live upstreams.
 //!
-//! A table is immutable. The control plane compiles a new one from a [`Snapshot`] and publishes
-//! it with one atomic swap; a request reads the table once and keeps that version to its end.
+//! A table is immutable. The control plane compiles a new one from the merged [`Snapshot`]
+//! and publishes it with one atomic swap ([`live`]); a request reads the table once and keeps
+//! that version to its end.
+
+pub mod balancer;
+pub mod live;
+pub mod member;
+pub mod sticky;
+pub mod upstream;
 
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 use crate::config::ListenerConfig;
+use crate::health::probe::ProbeCache;
 use crate::metrics::Metrics;
-use crate::model::Snapshot;
-use crate::probe::ProbeCache;
-use crate::upstream::Upstream;
+use crate::spec::{PolicyLayer, Snapshot};
+use upstream::Upstream;
 
 /// Routes of one host: `(path prefix, upstream index)`, longest prefix first.
 #[derive(Default)]
@@ -88,10 +95,12 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Compiles `snapshot` for `listeners`. Upstreams of `previous` whose spec is unchanged
-    /// are reused as they are; changed ones are rebuilt keeping their backends' state.
+    /// Compiles `snapshot` for `listeners`, laying each service's policy over `defaults`.
+    /// Upstreams of `previous` whose spec and policy are unchanged are reused as they are;
+    /// changed ones are rebuilt keeping their backends' state.
     pub fn compile(
         snapshot: &Snapshot,
+        defaults: &PolicyLayer,
         listeners: &[ListenerConfig],
         previous: &RouteTable,
         metrics: &Arc<Metrics>,
@@ -103,11 +112,13 @@ impl RouteTable {
             listeners: listeners.iter().map(|_| HostRouter::default()).collect(),
         };
         for spec in &snapshot.services {
+            let policy = spec.policy.over(defaults).resolve();
             let old = previous.upstream(&spec.name);
             let upstream = match old {
-                Some(old) if old.spec == *spec => Arc::clone(old),
+                Some(old) if old.spec == *spec && old.policy == policy => Arc::clone(old),
                 _ => Arc::new(Upstream::build(
                     spec.clone(),
+                    policy,
                     old.map(Arc::as_ref),
                     metrics,
                     probes,
@@ -151,7 +162,7 @@ impl RouteTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{BackendSpec, Policy, ServiceSpec, Source};
+    use crate::spec::{BackendSpec, ServiceSpec, SourceKind};
 
     pub(crate) fn service(name: &str, domains: &[&str], prefix: &str) -> ServiceSpec {
         ServiceSpec {
@@ -159,9 +170,16 @@ pub(crate) mod tests {
             domains: domains.iter().map(|d| d.to_string()).collect(),
             path_prefix: prefix.into(),
             listeners: None,
-            policy: Policy::default(),
+            policy: PolicyLayer::default(),
             backends: vec![BackendSpec::new("127.0.0.1:1".parse().unwrap())],
-            source: Source::File,
+            source: SourceKind::File,
+        }
+    }
+
+    fn snapshot(services: Vec<ServiceSpec>) -> Snapshot {
+        Snapshot {
+            services,
+            defaults: None,
         }
     }
 
@@ -175,7 +193,8 @@ pub(crate) mod tests {
 
     fn compile(services: Vec<ServiceSpec>) -> RouteTable {
         RouteTable::compile(
-            &Snapshot { services },
+            &snapshot(services),
+            &PolicyLayer::default(),
             &[listener("main")],
             &RouteTable::default(),
             &Metrics::new(),
@@ -248,9 +267,8 @@ pub(crate) mod tests {
         let mut internal = service("internal", &["a.com"], "/");
         internal.listeners = Some(vec!["private".into()]);
         let t = RouteTable::compile(
-            &Snapshot {
-                services: vec![internal],
-            },
+            &snapshot(vec![internal]),
+            &PolicyLayer::default(),
             &[listener("public"), listener("private")],
             &RouteTable::default(),
             &Metrics::new(),
@@ -267,9 +285,8 @@ pub(crate) mod tests {
         let a = service("a", &["a.com"], "/");
         let b = service("b", &["b.com"], "/");
         let first = RouteTable::compile(
-            &Snapshot {
-                services: vec![a.clone(), b.clone()],
-            },
+            &snapshot(vec![a.clone(), b.clone()]),
+            &PolicyLayer::default(),
             &listeners,
             &RouteTable::default(),
             &metrics,
@@ -279,9 +296,8 @@ pub(crate) mod tests {
         b2.backends
             .push(BackendSpec::new("127.0.0.1:2".parse().unwrap()));
         let second = RouteTable::compile(
-            &Snapshot {
-                services: vec![a, b2],
-            },
+            &snapshot(vec![a, b2]),
+            &PolicyLayer::default(),
             &listeners,
             &first,
             &metrics,

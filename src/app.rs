@@ -1,0 +1,283 @@
+//! Wiring only: builds the Pingora server from a config file (one proxy service per listener,
+//! the admin listener, the route sources, the control plane, the probe driver) and runs it.
+//!
+//! [`App`] is also the seam for tests and embedders: it takes extra route sources and extra
+//! services, and a shutdown signal of the caller's choosing, so a scripted source can drive a
+//! real berth in-process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownSignalWatch};
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use pingora_core::services::ServiceWithDependents;
+use pingora_proxy::ProxyServiceBuilder;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::control::prober::Prober;
+use crate::control::Controller;
+use crate::metrics::Metrics;
+use crate::ops::admin::Admin;
+use crate::ops::lifecycle::Lifecycle;
+use crate::ops::signals::Signals;
+use crate::proxy::Proxy;
+use crate::sources::docker::DockerSource;
+use crate::sources::file::{self, FileSource};
+use crate::sources::{channel, FeedReader, Source, SourceService};
+use crate::spec::policy::MAX_RETRIES;
+use crate::spec::Snapshot;
+use crate::table::live::LiveTable;
+
+/// A berth ready to run: its config loaded and checked, its sources chosen.
+pub struct App {
+    path: PathBuf,
+    config: Config,
+    /// The file's services as loaded at start.
+    file_snapshot: Snapshot,
+    /// Sources after the file and Docker, lowest precedence last.
+    extra_sources: Vec<Box<dyn Source>>,
+    extra_services: Vec<Box<dyn ServiceWithDependents>>,
+}
+
+/// What every part of a running berth shares.
+struct Shared {
+    live: Arc<LiveTable>,
+    lifecycle: Arc<Lifecycle>,
+    metrics: Arc<Metrics>,
+    /// Notified on SIGHUP: the file source reloads.
+    reload: Arc<Notify>,
+}
+
+impl App {
+    /// Loads the config at `path` with its services; an error is for the operator, one line.
+    pub fn load(path: PathBuf) -> Result<App, String> {
+        let (config, file_snapshot) = file::load(&path).map_err(|e| e.to_string())?;
+        Ok(App {
+            path,
+            config,
+            file_snapshot,
+            extra_sources: Vec::new(),
+            extra_services: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Adds a route source, after the config file and Docker in precedence.
+    pub fn with_source(mut self, source: Box<dyn Source>) -> App {
+        self.extra_sources.push(source);
+        self
+    }
+
+    /// Runs `service` in the same process (the demo's backends).
+    pub fn with_service(mut self, service: Box<dyn ServiceWithDependents>) -> App {
+        self.extra_services.push(service);
+        self
+    }
+
+    /// Runs until SIGTERM/SIGQUIT (drain, then exit) or SIGINT (exit now); SIGHUP reloads.
+    pub fn run(self) -> Result<(), String> {
+        self.run_with(None)
+    }
+
+    /// Runs until `signal` says to stop, without berth's signal handling.
+    pub fn run_until(self, signal: Box<dyn ShutdownSignalWatch>) -> Result<(), String> {
+        self.run_with(Some(signal))
+    }
+
+    fn run_with(self, signal: Option<Box<dyn ShutdownSignalWatch>>) -> Result<(), String> {
+        check_bindable(&self.config)?;
+        let shared = Shared {
+            live: Arc::new(LiveTable::default()),
+            lifecycle: Arc::new(Lifecycle::default()),
+            metrics: Metrics::new(),
+            reload: Arc::new(Notify::new()),
+        };
+        shared.metrics.config_reload(true);
+        if self.config.server.access_log {
+            crate::ops::access_log::enable();
+        }
+        let mut server = server(&self.config);
+        let config = self.config.clone();
+        let grace = config.server.grace_period;
+        let extra_services = self.extra_services;
+        let sources = sources(
+            self.path,
+            self.config,
+            self.file_snapshot,
+            self.extra_sources,
+            &shared,
+        );
+        let (readers, wake) = add_sources(&mut server, sources, &shared);
+        let controller = Controller::start(
+            readers,
+            wake,
+            Arc::clone(&shared.live),
+            config.listeners.clone(),
+            Arc::clone(&shared.metrics),
+        );
+        server.add_service(background_service("control plane", controller));
+        server.add_service(background_service(
+            "health checks",
+            Prober::new(Arc::clone(&shared.live)),
+        ));
+        add_listeners(&mut server, &config, &shared);
+        add_admin(&mut server, &config, &shared);
+        for service in extra_services {
+            server.add_boxed_service(service);
+        }
+
+        tracing::info!(
+            listeners = ?config.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
+            admin = ?config.admin.as_ref().map(|a| a.address),
+            "berth is starting"
+        );
+        let shutdown_signal = match signal {
+            Some(signal) => signal,
+            None => Box::new(Signals::new(
+                shared.lifecycle,
+                shared.reload,
+                grace,
+                server.watch_execution_phase(),
+            )),
+        };
+        server.run(RunArgs { shutdown_signal });
+        Ok(())
+    }
+}
+
+/// Runs each source as a background service; returns the control plane's ends of their feeds
+/// (in the sources' order) and the notification every publication wakes.
+fn add_sources(
+    server: &mut Server,
+    sources: Vec<(Box<dyn Source>, Option<Snapshot>)>,
+    shared: &Shared,
+) -> (Vec<FeedReader>, Arc<Notify>) {
+    let wake = Arc::new(Notify::new());
+    let mut readers = Vec::with_capacity(sources.len());
+    for (source, initial) in sources {
+        let kind = source.kind();
+        let (feed, reader) = channel(
+            kind,
+            initial,
+            Arc::clone(&wake),
+            Arc::clone(&shared.metrics),
+        );
+        readers.push(reader);
+        server.add_service(background_service(
+            &format!("{} source", kind.as_str()),
+            SourceService::new(source, feed),
+        ));
+    }
+    (readers, wake)
+}
+
+/// Every route source in precedence order, each with what it already says: the file first (it
+/// wins contested routes), then Docker, then the extra ones.
+fn sources(
+    path: PathBuf,
+    config: Config,
+    file_snapshot: Snapshot,
+    extra: Vec<Box<dyn Source>>,
+    shared: &Shared,
+) -> Vec<(Box<dyn Source>, Option<Snapshot>)> {
+    let docker = config
+        .docker
+        .enabled
+        .then(|| DockerSource::new(config.docker.clone()));
+    let file = FileSource::new(
+        path,
+        config,
+        Arc::clone(&shared.reload),
+        Arc::clone(&shared.metrics),
+    );
+    let mut sources: Vec<(Box<dyn Source>, Option<Snapshot>)> =
+        vec![(Box::new(file), Some(file_snapshot))];
+    if let Some(docker) = docker {
+        sources.push((Box::new(docker), None));
+    }
+    sources.extend(extra.into_iter().map(|source| (source, None)));
+    sources
+}
+
+fn server(config: &Config) -> Server {
+    let conf = ServerConf {
+        threads: config.server.worker_threads(),
+        // One runtime per thread, connections pinned: work stealing cost 43% more CPU per
+        // request in bench/RESULTS.md ("Levers").
+        work_stealing: false,
+        // ops::signals exits as soon as in-flight requests are done; this is the upper bound.
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: config.server.upstream_keepalive_pool_size,
+        max_retries: MAX_RETRIES as usize + 1,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    server
+}
+
+fn add_listeners(server: &mut Server, config: &Config, shared: &Shared) {
+    let record = config.admin.as_ref().is_some_and(|a| a.metrics);
+    for (index, listener) in config.listeners.iter().enumerate() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = listener.h2c;
+        let proxy = Proxy::new(
+            index,
+            Arc::clone(&shared.live),
+            Arc::clone(&shared.lifecycle),
+            record.then(|| Arc::clone(&shared.metrics)),
+        );
+        let mut service = ProxyServiceBuilder::new(&server.configuration, proxy)
+            .name(format!("listener {}", listener.name))
+            .server_options(options)
+            .build();
+        service.add_tcp(&listener.address.to_string());
+        server.add_service(service);
+    }
+}
+
+fn add_admin(server: &mut Server, config: &Config, shared: &Shared) {
+    let Some(admin) = &config.admin else {
+        return;
+    };
+    let listeners: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
+    let mut service = Service::new(
+        "admin".to_owned(),
+        Admin::new(
+            Arc::clone(&shared.live),
+            Arc::clone(&shared.lifecycle),
+            admin.metrics.then(|| Arc::clone(&shared.metrics)),
+            listeners,
+        ),
+    );
+    service.add_tcp(&admin.address.to_string());
+    service.threads = Some(1);
+    server.add_service(service);
+}
+
+/// Pingora panics in a worker thread (and keeps running without the listener) when it cannot
+/// bind, so try every address first and fail with a message that names it.
+fn check_bindable(config: &Config) -> Result<(), String> {
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| (format!("listener {:?}", l.name), l.address));
+    let admin = config
+        .admin
+        .iter()
+        .map(|a| ("admin listener".to_owned(), a.address));
+    for (what, address) in listeners.chain(admin) {
+        std::net::TcpListener::bind(address)
+            .map_err(|e| format!("cannot listen on {address} ({what}): {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! Running berth and looking at it: the admin listener, signals, the process lifecycle, the
+//! access log and operational logging.
+
+pub mod access_log;
+pub mod admin;
+pub mod lifecycle;
+pub mod logging;
+pub mod signals;

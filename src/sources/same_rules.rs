@@ -1,0 +1,192 @@
+//! The config file and container labels express the same policy knobs: fed the same settings,
+//! they must produce the same service, and fed the same bad value, the same problem.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::docker::labels::{build_snapshot, parse_instance, Instance};
+use super::file::FileServices;
+use crate::config::Config;
+use crate::spec::{ServiceSpec, SourceKind};
+
+const IP: &str = "172.17.0.2";
+
+/// `(key, value)` pairs: config keys (dotted for nesting) or label keys (after `berth.`).
+type Settings<'a> = &'a [(&'a str, &'a str)];
+
+/// The file service that says what a container with only a routing label says: the labels'
+/// own defaults (TCP probe, acsrouting's cookie) written out.
+fn base_file_service() -> Mapping {
+    serde_yaml_ng::from_str(&format!(
+        "domains: [a.test]\nsticky_cookie: CONTAINERID\nhealth_check: {{type: tcp}}\n\
+         backends: [{{address: \"{IP}:80\"}}]\n"
+    ))
+    .unwrap()
+}
+
+/// Sets `key` (dotted for nesting; `backend.weight` is the first backend's) in the entry.
+fn set(service: &mut Mapping, key: &str, value: &str) {
+    let value: Value = serde_yaml_ng::from_str(value).unwrap();
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap();
+    let mut map = service;
+    for part in parts {
+        map = if part == "backend" {
+            map.get_mut("backends").unwrap()[0]
+                .as_mapping_mut()
+                .unwrap()
+        } else {
+            map.entry(part.into())
+                .or_insert_with(|| Value::Mapping(Mapping::new()))
+                .as_mapping_mut()
+                .unwrap()
+        };
+    }
+    map.insert(last.into(), value);
+}
+
+fn file_service(keys: Settings) -> Result<ServiceSpec, String> {
+    let mut service = base_file_service();
+    for (key, value) in keys {
+        set(&mut service, key, value);
+    }
+    let mut doc = Mapping::new();
+    doc.insert(
+        "listeners".into(),
+        serde_yaml_ng::from_str("[{name: main, address: \"127.0.0.1:8080\"}]").unwrap(),
+    );
+    doc.insert("services".into(), Value::Sequence(vec![service.into()]));
+    let text = serde_yaml_ng::to_string(&doc).unwrap();
+    let path = Path::new("same.yaml");
+    let config = Config::parse(&text, path).map_err(|e| e.message)?;
+    let services = FileServices::from_config(&config, path).map_err(|e| e.message)?;
+    let snapshot = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(services.resolve())
+        .map_err(|e| e.message)?;
+    Ok(snapshot.services.into_iter().next().unwrap())
+}
+
+fn container(labels: Settings) -> Instance {
+    let mut all: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (format!("berth.{k}"), v.to_string()))
+        .collect();
+    all.entry("berth.routing.port_80".into())
+        .or_insert_with(|| "a.test".into());
+    Instance {
+        id: "c0ffee".into(),
+        name: "web".into(),
+        labels: all,
+        networks: [("bridge".to_string(), IP.parse().unwrap())].into(),
+        platform_health: None,
+        draining: false,
+    }
+}
+
+fn label_service(labels: Settings) -> Result<ServiceSpec, String> {
+    let instance = container(labels);
+    let prefixes = ["berth".to_string()];
+    parse_instance(&instance, &prefixes, None).map_err(|e| e.problem)?;
+    let (snapshot, warnings) = build_snapshot(&[&instance], &prefixes, None, SourceKind::Docker);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    Ok(snapshot.services.into_iter().next().unwrap())
+}
+
+#[test]
+fn the_same_settings_make_the_same_service() {
+    let rows: &[(Settings, Settings)] = &[
+        (&[], &[]),
+        (&[("backend.weight", "3")], &[("lb.weight", "3")]),
+        (&[("algorithm", "random")], &[("lb.algorithm", "random")]),
+        (
+            &[
+                ("algorithm", "consistent_hash"),
+                ("hash_key", "header:X-User"),
+            ],
+            &[
+                ("lb.algorithm", "consistent_hash"),
+                ("lb.hash_key", "header:X-User"),
+            ],
+        ),
+        (&[("retries", "4")], &[("lb.retries", "4")]),
+        (&[("sticky_cookie", "SRV")], &[("lb.sticky_cookie", "SRV")]),
+        (&[("sticky_cookie", "\"\"")], &[("lb.sticky", "false")]),
+        (
+            &[
+                ("health_check.type", "http"),
+                ("health_check.path", "/ready"),
+                ("health_check.port", "8081"),
+            ],
+            &[("probe.url", "http://container:8081/ready")],
+        ),
+        (
+            &[("health_check.port", "81")],
+            &[("probe.url", "tcp://container:81")],
+        ),
+        (
+            &[
+                ("health_check.interval", "3s"),
+                ("health_check.timeout", "1s"),
+                ("health_check.initial_delay", "5s"),
+                ("health_check.healthy_threshold", "2"),
+                ("health_check.unhealthy_threshold", "4"),
+            ],
+            &[
+                ("probe.interval_seconds", "3"),
+                ("probe.timeout_seconds", "1"),
+                ("probe.initial_delay_seconds", "5"),
+                ("probe.healthy_threshold", "2"),
+                ("probe.unhealthy_threshold", "4"),
+            ],
+        ),
+        (
+            &[("path_prefix", "/api"), ("domains", "[A.Test]")],
+            &[("routing.port_80", "A.Test/api")],
+        ),
+    ];
+    for (file_keys, labels) in rows {
+        let mut from_file = file_service(file_keys).unwrap();
+        let from_labels = label_service(labels).unwrap();
+        // What only differs by where a service comes from.
+        from_file.source = SourceKind::Docker;
+        from_file.backends[0].identity = from_labels.backends[0].identity.clone();
+        assert_eq!(from_file, from_labels, "{file_keys:?} vs {labels:?}");
+    }
+}
+
+#[test]
+fn the_same_bad_value_gets_the_same_problem() {
+    let rows: &[(&str, &str, &str, &str)] = &[
+        ("backend.weight", "0", "lb.weight", "0"),
+        ("backend.weight", "x", "lb.weight", "x"),
+        ("backend.weight", "300", "lb.weight", "300"),
+        ("algorithm", "fastest", "lb.algorithm", "fastest"),
+        ("hash_key", "header:a b", "lb.hash_key", "header:a b"),
+        ("retries", "11", "lb.retries", "11"),
+        ("sticky_cookie", "a;b", "lb.sticky_cookie", "a;b"),
+        (
+            "health_check.healthy_threshold",
+            "0",
+            "probe.healthy_threshold",
+            "0",
+        ),
+        ("path_prefix", "/api?x", "routing.port_80", "a.test/api?x"),
+        (
+            "health_check.path",
+            "/a b",
+            "probe.url",
+            "http://container:80/a b",
+        ),
+        ("health_check.port", "0", "probe.url", "tcp://container:0"),
+    ];
+    for (file_key, file_value, label, label_value) in rows {
+        let file_problem = file_service(&[(file_key, file_value)]).unwrap_err();
+        let label_problem = label_service(&[(label, label_value)]).unwrap_err();
+        assert_eq!(file_problem, label_problem, "{file_key}={file_value}");
+    }
+}

@@ -1,0 +1,627 @@
+//! Service policy: how a service balances, pins, probes, retries and times out.
+//!
+//! This is the one definition of every policy rule that more than one source expresses. The
+//! config file and container labels write the same knob in different syntax (`weight: 3`,
+//! `berth.lb.weight=3`), but both hand the text to the same `parse_*` function here, so the same
+//! value gets the same verdict and the same message wherever it was written. A source only says
+//! what it sets ([`PolicyLayer`]); the control plane lays it over the file's `defaults:` and the
+//! built-in values ([`PolicyLayer::resolve`]) each time it compiles, so a reload of the defaults
+//! reaches every source's services without any source knowing about it.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The largest backend weight (HAProxy's limit too); keeps weighted tables small.
+pub const MAX_WEIGHT: u16 = 256;
+
+/// Upper bound of `retries`; Pingora's own retry loop is sized from it.
+pub const MAX_RETRIES: u32 = 10;
+
+/// How a service spreads requests over its routable backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Weighted round robin (Pingora's `Weighted<RoundRobin>`).
+    #[default]
+    RoundRobin,
+    /// Weighted random (Pingora's `Weighted<Random>`).
+    Random,
+    /// Ketama consistent hashing on [`HashKey`]: a key keeps its backend while the set is stable.
+    ConsistentHash,
+}
+
+impl Algorithm {
+    const ALL: [Algorithm; 3] = [Self::RoundRobin, Self::Random, Self::ConsistentHash];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::Random => "random",
+            Self::ConsistentHash => "consistent_hash",
+        }
+    }
+}
+
+/// What `consistent_hash` hashes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum HashKey {
+    #[default]
+    ClientIp,
+    Path,
+    /// A request header, by lowercase name.
+    Header(String),
+    /// A request cookie, by name.
+    Cookie(String),
+}
+
+impl fmt::Display for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClientIp => f.write_str("client_ip"),
+            Self::Path => f.write_str("path"),
+            Self::Header(name) => write!(f, "header:{name}"),
+            Self::Cookie(name) => write!(f, "cookie:{name}"),
+        }
+    }
+}
+
+/// The kind of active probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// `GET path`; any 2xx or 3xx answer passes (HAProxy's `httpchk` rule).
+    Http,
+    /// A TCP connect passes.
+    Tcp,
+    /// No probe: backends are in rotation from the start.
+    None,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Tcp => "tcp",
+            Self::None => "none",
+        }
+    }
+}
+
+/// Active health checking of every backend of one service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HealthCheckSpec {
+    pub kind: ProbeKind,
+    /// The request path of HTTP probes.
+    pub path: String,
+    /// Probe this port instead of the routed one (acsrouting's `probe.url` may name another port).
+    pub port: Option<u16>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// Time after a backend joins before its first probe.
+    pub initial_delay: Duration,
+}
+
+impl Default for HealthCheckSpec {
+    fn default() -> Self {
+        Self {
+            kind: ProbeKind::Http,
+            path: "/health".into(),
+            port: None,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+            initial_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Upstream connection behaviour of one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Longest wait for the next bytes of a response.
+    pub read: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A service's policy with every knob decided: what the data path and the probes run with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub algorithm: Algorithm,
+    pub hash_key: HashKey,
+    /// Name of the sticky-session cookie; `None` disables stickiness.
+    pub sticky_cookie: Option<String>,
+    pub health_check: HealthCheckSpec,
+    /// Further backends tried after a failure before the client sees 502.
+    pub retries: u32,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        PolicyLayer::default().resolve()
+    }
+}
+
+/// Declares a struct holding every service policy knob (plus the fields given), each optional,
+/// with one serde schema: `defaults:` and every service of the file take exactly these keys,
+/// so a new knob is added here once. Also generates `policy()`, the knobs as a [`PolicyLayer`].
+macro_rules! with_policy_knobs {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$field_meta:meta])* $field_vis:vis $field:ident : $ty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($(#[$field_meta])* $field_vis $field: $ty,)*
+            #[serde(default, deserialize_with = "crate::spec::policy::de::algorithm")]
+            pub algorithm: Option<$crate::spec::policy::Algorithm>,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::hash_key")]
+            pub hash_key: Option<$crate::spec::policy::HashKey>,
+            /// Cookie name; the empty string turns stickiness off.
+            #[serde(default, deserialize_with = "crate::spec::policy::de::sticky_cookie")]
+            pub sticky_cookie: Option<String>,
+            #[serde(default)]
+            pub health_check: $crate::spec::policy::HealthCheckLayer,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::retries")]
+            pub retries: Option<u32>,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
+            pub connect_timeout: Option<std::time::Duration>,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
+            pub read_timeout: Option<std::time::Duration>,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
+            pub idle_timeout: Option<std::time::Duration>,
+        }
+
+        impl $name {
+            /// The policy knobs this entry sets.
+            pub fn policy(&self) -> $crate::spec::policy::PolicyLayer {
+                $crate::spec::policy::PolicyLayer {
+                    algorithm: self.algorithm,
+                    hash_key: self.hash_key.clone(),
+                    sticky_cookie: self.sticky_cookie.clone(),
+                    health_check: self.health_check.clone(),
+                    retries: self.retries,
+                    connect_timeout: self.connect_timeout,
+                    read_timeout: self.read_timeout,
+                    idle_timeout: self.idle_timeout,
+                }
+            }
+        }
+    };
+}
+pub(crate) use with_policy_knobs;
+
+with_policy_knobs! {
+    /// Service policy with every knob optional, so each layer (service, `defaults:`, built-in)
+    /// only says what it changes.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PolicyLayer {}
+}
+
+impl PolicyLayer {
+    /// This layer over `below`: every knob this layer leaves unset comes from `below`.
+    pub fn over(&self, below: &PolicyLayer) -> PolicyLayer {
+        PolicyLayer {
+            algorithm: self.algorithm.or(below.algorithm),
+            hash_key: self.hash_key.clone().or_else(|| below.hash_key.clone()),
+            sticky_cookie: self
+                .sticky_cookie
+                .clone()
+                .or_else(|| below.sticky_cookie.clone()),
+            health_check: self.health_check.over(&below.health_check),
+            retries: self.retries.or(below.retries),
+            connect_timeout: self.connect_timeout.or(below.connect_timeout),
+            read_timeout: self.read_timeout.or(below.read_timeout),
+            idle_timeout: self.idle_timeout.or(below.idle_timeout),
+        }
+    }
+
+    /// Fills what is still unset with the built-in defaults.
+    pub fn resolve(&self) -> Policy {
+        let timeouts = Timeouts::default();
+        Policy {
+            algorithm: self.algorithm.unwrap_or_default(),
+            hash_key: self.hash_key.clone().unwrap_or_default(),
+            sticky_cookie: self.sticky_cookie.clone().filter(|name| !name.is_empty()),
+            health_check: self.health_check.resolve(),
+            retries: self.retries.unwrap_or(2),
+            timeouts: Timeouts {
+                connect: self.connect_timeout.unwrap_or(timeouts.connect),
+                read: self.read_timeout.unwrap_or(timeouts.read),
+                idle: self.idle_timeout.unwrap_or(timeouts.idle),
+            },
+        }
+    }
+
+    /// Checks the rules that span knobs (one knob's own rules are in its `parse_*`).
+    /// `Err((key, problem))` names the key as the config file spells it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.health_check.validate()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckLayer {
+    #[serde(default, rename = "type", deserialize_with = "de::probe_kind")]
+    pub kind: Option<ProbeKind>,
+    #[serde(default, deserialize_with = "de::probe_path")]
+    pub path: Option<String>,
+    #[serde(default, deserialize_with = "de::port")]
+    pub port: Option<u16>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de::threshold")]
+    pub healthy_threshold: Option<u32>,
+    #[serde(default, deserialize_with = "de::threshold")]
+    pub unhealthy_threshold: Option<u32>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub initial_delay: Option<Duration>,
+}
+
+impl HealthCheckLayer {
+    fn over(&self, below: &HealthCheckLayer) -> HealthCheckLayer {
+        HealthCheckLayer {
+            kind: self.kind.or(below.kind),
+            path: self.path.clone().or_else(|| below.path.clone()),
+            port: self.port.or(below.port),
+            interval: self.interval.or(below.interval),
+            timeout: self.timeout.or(below.timeout),
+            healthy_threshold: self.healthy_threshold.or(below.healthy_threshold),
+            unhealthy_threshold: self.unhealthy_threshold.or(below.unhealthy_threshold),
+            initial_delay: self.initial_delay.or(below.initial_delay),
+        }
+    }
+
+    fn resolve(&self) -> HealthCheckSpec {
+        let builtin = HealthCheckSpec::default();
+        HealthCheckSpec {
+            kind: self.kind.unwrap_or(builtin.kind),
+            path: self.path.clone().unwrap_or(builtin.path),
+            port: self.port,
+            interval: self.interval.unwrap_or(builtin.interval),
+            timeout: self.timeout.unwrap_or(builtin.timeout),
+            healthy_threshold: self.healthy_threshold.unwrap_or(builtin.healthy_threshold),
+            unhealthy_threshold: self
+                .unhealthy_threshold
+                .unwrap_or(builtin.unhealthy_threshold),
+            initial_delay: self.initial_delay.unwrap_or(builtin.initial_delay),
+        }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (key, value) in [("interval", self.interval), ("timeout", self.timeout)] {
+            if value == Some(Duration::ZERO) {
+                return Err((key, "must be longer than 0s".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+// One parser per knob. Each takes the text as written (a YAML scalar or a label value) and
+// returns the value or a problem phrased for either place.
+
+pub fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+    let text = text.trim();
+    Algorithm::ALL
+        .into_iter()
+        .find(|a| a.as_str() == text)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
+            format!(
+                "unknown algorithm {text:?}, expected one of {}",
+                names.join(", ")
+            )
+        })
+}
+
+/// `client_ip`, `path`, `header:<name>` or `cookie:<name>`.
+pub fn parse_hash_key(text: &str) -> Result<HashKey, String> {
+    let text = text.trim();
+    match text.split_once(':') {
+        None if text == "client_ip" => Ok(HashKey::ClientIp),
+        None if text == "path" => Ok(HashKey::Path),
+        Some(("header", name)) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
+            Ok(HashKey::Header(name.to_ascii_lowercase()))
+        }
+        Some(("cookie", name)) if is_cookie_name(name) => Ok(HashKey::Cookie(name.to_owned())),
+        _ => Err(format!(
+            "invalid hash key {text:?}, expected client_ip, path, header:<name> or cookie:<name>"
+        )),
+    }
+}
+
+/// A cookie name is an RFC 6265 token: visible ASCII without separators.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// A sticky-cookie name; the empty string turns stickiness off.
+pub fn parse_sticky_cookie(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() || is_cookie_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!("{name:?} is not a valid cookie name"))
+    }
+}
+
+pub fn parse_weight(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u64>() {
+        Ok(w) if (1..=u64::from(MAX_WEIGHT)).contains(&w) => Ok(w as u16),
+        Ok(w) => Err(format!(
+            "weight {w} is out of range 1..={MAX_WEIGHT} (remove a backend to take it out)"
+        )),
+        Err(_) => Err(format!(
+            "weight {:?} is not a whole number from 1 to {MAX_WEIGHT}",
+            text.trim()
+        )),
+    }
+}
+
+pub fn parse_retries(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if n <= MAX_RETRIES => Ok(n),
+        Ok(n) => Err(format!("{n} is more than the maximum of {MAX_RETRIES}")),
+        Err(_) => Err(format!(
+            "retries {:?} is not a whole number from 0 to {MAX_RETRIES}",
+            text.trim()
+        )),
+    }
+}
+
+/// A count of consecutive probe results.
+pub fn parse_threshold(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{:?} is not a whole number of at least 1",
+            text.trim()
+        )),
+    }
+}
+
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!(
+            "port {:?} is not a number from 1 to 65535",
+            text.trim()
+        )),
+    }
+}
+
+/// `500ms`, `2s`, `1m`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?} ({e}); write e.g. 500ms, 2s, 1m"))
+}
+
+/// A whole number of seconds (the label grammar's `*_seconds` keys).
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{:?} is not a whole number of seconds", text.trim()))
+}
+
+pub fn parse_probe_kind(text: &str) -> Result<ProbeKind, String> {
+    match text.trim() {
+        "http" => Ok(ProbeKind::Http),
+        "tcp" => Ok(ProbeKind::Tcp),
+        "none" => Ok(ProbeKind::None),
+        other => Err(format!(
+            "unknown probe type {other:?}, expected http, tcp or none"
+        )),
+    }
+}
+
+/// The path an HTTP probe requests: it goes into a request line as it is.
+pub fn parse_probe_path(text: &str) -> Result<String, String> {
+    let path = text.trim();
+    if !path.starts_with('/') {
+        return Err(format!("probe path {path:?} must start with '/'"));
+    }
+    if path.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "probe path {path:?} must be visible ASCII without spaces"
+        ));
+    }
+    Ok(path.to_owned())
+}
+
+/// A route's path prefix: a plain path, matched on whole segments.
+pub fn parse_path_prefix(text: &str) -> Result<String, String> {
+    let path = text.trim();
+    if !path.starts_with('/') {
+        return Err(format!("path prefix {path:?} must start with '/'"));
+    }
+    if path
+        .bytes()
+        .any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#')
+    {
+        return Err(format!(
+            "path prefix {path:?} must be a plain path (visible ASCII, no spaces, '?' or '#')"
+        ));
+    }
+    Ok(path.to_owned())
+}
+
+/// The name a service gets when its source does not name it: its domain, plus the path
+/// prefix when that is not `/`. It is the `service` label of every metric.
+pub fn default_service_name(domain: &str, path_prefix: &str) -> String {
+    if path_prefix == "/" {
+        domain.to_owned()
+    } else {
+        format!("{domain}{path_prefix}")
+    }
+}
+
+/// serde glue for the config file: each knob is read as the text of a YAML scalar (so `3` and
+/// `"3"` are the same) and handed to its `parse_*` function.
+pub mod de {
+    use std::time::Duration;
+
+    use serde::de::{self, Deserializer, Visitor};
+
+    use super::*;
+
+    /// The text of a YAML scalar (string, number or boolean).
+    pub fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        struct Text;
+        impl Visitor<'_> for Text {
+            type Value = String;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a single value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_owned())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+        }
+        d.deserialize_any(Text)
+    }
+
+    fn with<'de, D: Deserializer<'de>, T>(
+        d: D,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, D::Error> {
+        parse(&scalar(d)?).map(Some).map_err(de::Error::custom)
+    }
+
+    pub fn algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Algorithm>, D::Error> {
+        with(d, parse_algorithm)
+    }
+
+    pub fn hash_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HashKey>, D::Error> {
+        with(d, parse_hash_key)
+    }
+
+    pub fn sticky_cookie<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        with(d, parse_sticky_cookie)
+    }
+
+    pub fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+        with(d, parse_weight)
+    }
+
+    pub fn retries<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        with(d, parse_retries)
+    }
+
+    pub fn threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        with(d, parse_threshold)
+    }
+
+    pub fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+        with(d, parse_port)
+    }
+
+    pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        with(d, parse_duration)
+    }
+
+    pub fn probe_kind<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ProbeKind>, D::Error> {
+        with(d, parse_probe_kind)
+    }
+
+    pub fn probe_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        with(d, parse_probe_path)
+    }
+
+    pub fn path_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        with(d, parse_path_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_resolve_top_down_then_builtin() {
+        let service = PolicyLayer {
+            retries: Some(5),
+            ..PolicyLayer::default()
+        };
+        let defaults = PolicyLayer {
+            retries: Some(1),
+            algorithm: Some(Algorithm::Random),
+            sticky_cookie: Some("SRV".into()),
+            ..PolicyLayer::default()
+        };
+        let policy = service.over(&defaults).resolve();
+        assert_eq!(policy.retries, 5);
+        assert_eq!(policy.algorithm, Algorithm::Random);
+        assert_eq!(policy.sticky_cookie.as_deref(), Some("SRV"));
+        assert_eq!(policy.health_check, HealthCheckSpec::default());
+        let off = PolicyLayer {
+            sticky_cookie: Some(String::new()),
+            ..PolicyLayer::default()
+        };
+        assert_eq!(off.over(&defaults).resolve().sticky_cookie, None);
+    }
+
+    #[test]
+    fn knob_parsers_accept_and_refuse() {
+        assert_eq!(parse_weight(" 256 "), Ok(256));
+        assert!(parse_weight("0").unwrap_err().contains("out of range"));
+        assert!(parse_weight("x").unwrap_err().contains("whole number"));
+        assert_eq!(parse_retries("10"), Ok(10));
+        assert!(parse_retries("11").is_err());
+        assert_eq!(parse_algorithm("random"), Ok(Algorithm::Random));
+        assert!(parse_algorithm("fastest")
+            .unwrap_err()
+            .contains("round_robin, random, consistent_hash"));
+        assert_eq!(
+            parse_hash_key("header:X-User"),
+            Ok(HashKey::Header("x-user".into()))
+        );
+        assert!(parse_hash_key("header:a b").is_err());
+        assert_eq!(parse_sticky_cookie(""), Ok(String::new()));
+        assert!(parse_sticky_cookie("a b").is_err());
+        assert!(parse_path_prefix("/api?x").is_err());
+        assert!(parse_path_prefix("api").is_err());
+        assert!(parse_probe_path("/h ealth").is_err());
+        assert_eq!(parse_seconds("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_port("0").is_err());
+        assert_eq!(default_service_name("a.com", "/"), "a.com");
+        assert_eq!(default_service_name("a.com", "/api"), "a.com/api");
+    }
+}

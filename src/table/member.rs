@@ -1,0 +1,143 @@
+//! One backend of one service: its address, identity, health and metric handles.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use pingora_load_balancing::Backend;
+
+use crate::health::state::{HealthState, HealthStatus, ProbeOutcome};
+use crate::metrics::{InfoSeries, Metrics, ServerSeries};
+use crate::spec::policy::HealthCheckSpec;
+use crate::spec::{Admission, BackendIdentity, BackendSpec};
+
+/// Index of a backend within its upstream.
+pub type MemberIndex = u32;
+
+/// One backend of one service. Shared by every route-table version that routes to it, so its
+/// health, in-flight count and metrics survive reloads and discovery updates.
+pub struct Member {
+    pub service: Arc<str>,
+    pub addr: SocketAddr,
+    pub identity: BackendIdentity,
+    /// The value of the sticky cookie that pins a client to this backend.
+    pub cookie_id: Box<str>,
+    /// The probe target, in the form Pingora's health checks take.
+    pub backend: Backend,
+    pub health: HealthState,
+    admission: AtomicU8,
+    pub series: Arc<ServerSeries>,
+    _info: InfoSeries,
+}
+
+const OPEN: u8 = 0;
+const DRAINING: u8 = 1;
+const HELD: u8 = 2;
+
+fn admission_code(admission: &Admission) -> u8 {
+    match admission {
+        Admission::Open => OPEN,
+        Admission::Draining => DRAINING,
+        Admission::Held(_) => HELD,
+    }
+}
+
+impl Member {
+    pub fn new(
+        service: &str,
+        backend: &BackendSpec,
+        health_check: &HealthCheckSpec,
+        metrics: &Arc<Metrics>,
+    ) -> Member {
+        let server = backend.addr.to_string();
+        let member = Member {
+            service: Arc::from(service),
+            addr: backend.addr,
+            cookie_id: cookie_id(backend).into(),
+            backend: Backend::new_with_weight(&server, 1).expect("a SocketAddr parses"),
+            health: HealthState::joining(health_check),
+            admission: AtomicU8::new(admission_code(&backend.admission)),
+            series: metrics.server(service, &server),
+            _info: metrics.server_info(service, &server, &backend.identity),
+            identity: backend.identity.clone(),
+        };
+        member.refresh_up_gauge();
+        member
+    }
+
+    /// Whether new requests may go to this backend.
+    pub fn routable(&self) -> bool {
+        self.health.status() == HealthStatus::Up && self.admission.load(Relaxed) == OPEN
+    }
+
+    /// `name (ip:port)` or `ip:port`, for log lines.
+    pub fn label(&self) -> String {
+        match &self.identity.name {
+            Some(name) => format!("{name} ({})", self.addr),
+            None => self.addr.to_string(),
+        }
+    }
+
+    /// Keeps `berth_server_up` equal to [`Self::routable`].
+    fn refresh_up_gauge(&self) {
+        self.series.up.set(i64::from(self.routable()));
+    }
+
+    /// Takes what a newer spec of the same backend says about admission (a reused member).
+    pub fn set_admission(&self, admission: &Admission) {
+        self.admission.store(admission_code(admission), Relaxed);
+        self.refresh_up_gauge();
+    }
+
+    /// The service stopped probing: the backend is up without a verdict.
+    pub fn stop_probing(&self) {
+        self.health.force_up();
+        self.refresh_up_gauge();
+    }
+
+    /// Applies one probe's result: health state, metrics, a log line on change, and when the
+    /// next probe is due.
+    pub fn apply_probe(&self, result: Result<(), String>, took: Duration, spec: &HealthCheckSpec) {
+        let passed = result.is_ok();
+        let before = self.health.status();
+        let flipped = self.health.observe(passed, spec);
+        // A first verdict is not a flap: only count changes between healthy and unhealthy.
+        let up_down = flipped.is_some() && before != HealthStatus::Starting;
+        self.series.record_check(passed, took, up_down);
+        if let Some(status) = flipped {
+            self.refresh_up_gauge();
+            match &result {
+                Ok(()) => {
+                    tracing::info!(service = %self.service, backend = %self.label(), "backend is {}", status.as_str())
+                }
+                Err(reason) => {
+                    tracing::warn!(service = %self.service, backend = %self.label(), "backend is {}: {reason}", status.as_str())
+                }
+            }
+        }
+        self.health.record(ProbeOutcome {
+            at: SystemTime::now(),
+            passed,
+            detail: result.err().unwrap_or_else(|| "ok".into()),
+            duration: took,
+        });
+        self.health
+            .release(Instant::now() + self.health.next_probe_in(spec));
+    }
+}
+
+/// The instance id for discovered backends (acsrouting's `CONTAINERID` cookie); for static
+/// backends a stable hash of the address, so cookies survive restarts without revealing the
+/// address.
+fn cookie_id(backend: &BackendSpec) -> String {
+    match &backend.identity.id {
+        Some(id) => id.clone(),
+        None => {
+            use std::hash::Hasher;
+            let mut hasher = fnv::FnvHasher::default();
+            hasher.write(backend.addr.to_string().as_bytes());
+            format!("{:016x}", hasher.finish())
+        }
+    }
+}

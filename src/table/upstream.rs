@@ -1,0 +1,152 @@
+//! One upstream group: its members, the balancer that orders them, its sticky-cookie index and
+//! its probe. Immutable once built; a change builds a new one that reuses the [`Member`]s of
+//! unchanged backends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use pingora_load_balancing::Backend;
+use rustc_hash::FxHashMap;
+
+use super::balancer::Balancer;
+use super::member::{Member, MemberIndex};
+use super::sticky::Sticky;
+use crate::health::probe::{Probe, ProbeCache};
+use crate::metrics::{Metrics, ServiceSeries};
+use crate::spec::policy::{Policy, ProbeKind};
+use crate::spec::{BackendSpec, ServiceSpec};
+
+pub struct Upstream {
+    /// What the sources said.
+    pub spec: ServiceSpec,
+    /// The spec's policy with the defaults applied: what requests and probes run with.
+    pub policy: Policy,
+    members: Box<[Arc<Member>]>,
+    by_addr: FxHashMap<SocketAddr, MemberIndex>,
+    sticky: Sticky,
+    balancer: Balancer,
+    probe: Option<Arc<Probe>>,
+    pub series: Arc<ServiceSeries>,
+}
+
+impl Upstream {
+    /// Builds the upstream for `spec`, keeping the health and metrics of every backend that
+    /// `previous` (the same service's last upstream) already had.
+    pub fn build(
+        spec: ServiceSpec,
+        policy: Policy,
+        previous: Option<&Upstream>,
+        metrics: &Arc<Metrics>,
+        probes: &ProbeCache,
+    ) -> Upstream {
+        let members: Box<[Arc<Member>]> = spec
+            .backends
+            .iter()
+            .map(
+                |backend| match previous.and_then(|p| p.member_for(backend)) {
+                    Some(member) => {
+                        if policy.health_check.kind == ProbeKind::None {
+                            member.stop_probing();
+                        }
+                        member.set_admission(&backend.admission);
+                        Arc::clone(member)
+                    }
+                    None => Arc::new(Member::new(
+                        &spec.name,
+                        backend,
+                        &policy.health_check,
+                        metrics,
+                    )),
+                },
+            )
+            .collect();
+        let by_addr = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.addr, i as MemberIndex))
+            .collect();
+        let probe_host = spec
+            .domains
+            .iter()
+            .find(|d| !d.starts_with('*'))
+            .map_or("localhost", String::as_str);
+        Upstream {
+            balancer: Balancer::new(policy.algorithm, &members, &spec.backends),
+            sticky: Sticky::new(policy.sticky_cookie.as_deref(), &members),
+            probe: Probe::new(&policy.health_check, probe_host, probes),
+            series: metrics.service(&spec.name),
+            members,
+            by_addr,
+            spec,
+            policy,
+        }
+    }
+
+    /// The member `previous` had for this backend: same address and same instance.
+    fn member_for(&self, backend: &BackendSpec) -> Option<&Arc<Member>> {
+        let member = &self.members[*self.by_addr.get(&backend.addr)? as usize];
+        (member.identity.id == backend.identity.id).then_some(member)
+    }
+
+    pub fn members(&self) -> &[Arc<Member>] {
+        &self.members
+    }
+
+    pub fn member(&self, index: MemberIndex) -> &Arc<Member> {
+        &self.members[index as usize]
+    }
+
+    pub fn probe(&self) -> Option<&Arc<Probe>> {
+        self.probe.as_ref()
+    }
+
+    /// The backend a sticky cookie names, if it is still routable and not in `exclude`.
+    pub fn sticky_member(
+        &self,
+        cookie_value: &[u8],
+        exclude: &[MemberIndex],
+    ) -> Option<MemberIndex> {
+        let index = self.sticky.lookup(cookie_value)?;
+        (!exclude.contains(&index) && self.members[index as usize].routable()).then_some(index)
+    }
+
+    /// The `Set-Cookie` value that pins a client to `index`; `None` if not sticky.
+    pub fn set_cookie(&self, index: MemberIndex) -> Option<&HeaderValue> {
+        self.sticky.set_cookie(index)
+    }
+
+    /// Picks a routable backend by the service's algorithm, skipping `exclude` (backends this
+    /// request already failed on). `None` only when no routable backend is left.
+    pub fn select(&self, key: &[u8], exclude: &[MemberIndex]) -> Option<MemberIndex> {
+        let chosen = std::cell::Cell::new(None);
+        let accept = |backend: &Backend, _pingora_healthy: bool| {
+            // Pingora's own health is unused (see `health::state`): berth's member state decides.
+            let Some(inet) = backend.addr.as_inet() else {
+                return false;
+            };
+            match self.by_addr.get(inet) {
+                Some(&i) if !exclude.contains(&i) && self.members[i as usize].routable() => {
+                    chosen.set(Some(i));
+                    true
+                }
+                _ => false,
+            }
+        };
+        // Round robin walks every backend within len steps; random needs a few more draws
+        // to find a lone survivor. Past that bound, scan in order so a routable backend is
+        // never missed.
+        let bound = self.members.len() * 4 + 4;
+        if self.balancer.select_with(key, bound, accept).is_some() {
+            return chosen.get();
+        }
+        (0..self.members.len() as MemberIndex)
+            .find(|i| !exclude.contains(i) && self.members[*i as usize].routable())
+    }
+
+    /// Whether any backend could take a retry.
+    pub fn has_routable_besides(&self, exclude: &[MemberIndex]) -> bool {
+        (0..self.members.len() as MemberIndex)
+            .any(|i| !exclude.contains(&i) && self.members[i as usize].routable())
+    }
+}
