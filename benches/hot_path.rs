@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use berth::config::ListenerConfig;
+use berth::config::{ListenerConfig, MetricsDetail};
 use berth::health::probe::ProbeCache;
-use berth::metrics::Metrics;
+use berth::metrics::{Metrics, ServerSeries, ServiceSeries};
+use berth::ops::exposition;
 use berth::proxy::cookie::find_in_header;
 use berth::spec::hostname::{normalize_request_host, MAX_HOST_LEN};
 use berth::spec::policy::{Algorithm, HealthCheckLayer, ProbeKind};
@@ -45,9 +46,9 @@ fn service(name: &str, domains: Vec<String>, prefix: &str, backends: usize) -> S
 }
 
 /// The upstream of `spec` with the built-in defaults, as the control plane would build it.
-fn build(spec: ServiceSpec, metrics: &Arc<Metrics>, probes: &ProbeCache) -> Upstream {
+fn build(spec: ServiceSpec, probes: &ProbeCache) -> Upstream {
     let policy = spec.policy.resolve();
-    Upstream::build(spec, policy, None, metrics, probes)
+    Upstream::build(spec, policy, None, probes)
 }
 
 fn listener() -> ListenerConfig {
@@ -59,7 +60,7 @@ fn listener() -> ListenerConfig {
 }
 
 /// 1,000 services: 800 exact hosts (every 10th with an extra `/api` route), 200 wildcards.
-fn route_table(metrics: &Arc<Metrics>) -> RouteTable {
+fn route_table() -> RouteTable {
     let mut services = Vec::new();
     for i in 0..800 {
         services.push(service(
@@ -93,7 +94,6 @@ fn route_table(metrics: &Arc<Metrics>) -> RouteTable {
         &PolicyLayer::default(),
         &[listener()],
         &RouteTable::default(),
-        metrics,
         &ProbeCache::default(),
     )
 }
@@ -113,8 +113,7 @@ fn bench_host(c: &mut Criterion) {
 }
 
 fn bench_route(c: &mut Criterion) {
-    let metrics = Metrics::new();
-    let table = route_table(&metrics);
+    let table = route_table();
     let mut group = c.benchmark_group("route_1000_services");
     let cases: [(&str, &str, &[u8]); 5] = [
         ("exact", "app421.example.com", b"/index.html"),
@@ -140,14 +139,11 @@ fn bench_route(c: &mut Criterion) {
     // it is what a busy Docker host pays on every container start and stop.
     let mut group = c.benchmark_group("compile");
     group.sample_size(10);
-    group.bench_function("1000_services_from_scratch", |b| {
-        b.iter(|| route_table(&metrics))
-    });
+    group.bench_function("1000_services_from_scratch", |b| b.iter(route_table));
     group.finish();
 }
 
 fn bench_select(c: &mut Criterion) {
-    let metrics = Metrics::new();
     let probes = ProbeCache::default();
     let mut group = c.benchmark_group("select");
     for backends in [3usize, 30] {
@@ -163,7 +159,7 @@ fn bench_select(c: &mut Criterion) {
                 backends,
             );
             spec.policy.algorithm = Some(algorithm);
-            let upstream = build(spec, &metrics, &probes);
+            let upstream = build(spec, &probes);
             assert!(upstream.select(b"10.0.0.1", &[]).is_some());
             group.bench_function(
                 BenchmarkId::new(algorithm.as_str(), format!("{backends}_backends")),
@@ -175,7 +171,6 @@ fn bench_select(c: &mut Criterion) {
     // A retry: the first backend failed, pick any other.
     let upstream = build(
         service("retry", vec!["r.example.com".into()], "/", 3),
-        &metrics,
         &probes,
     );
     group.bench_function("round_robin/3_backends_excluding_1", |b| {
@@ -185,7 +180,7 @@ fn bench_select(c: &mut Criterion) {
     // A sticky hit: the cookie names a routable backend.
     let mut spec = service("sticky", vec!["s.example.com".into()], "/", 3);
     spec.policy.sticky_cookie = Some("SRV".into());
-    let upstream = build(spec, &metrics, &probes);
+    let upstream = build(spec, &probes);
     let id = upstream.member(1).cookie_id.clone();
     assert_eq!(upstream.sticky_member(id.as_bytes(), &[]), Some(1));
     group.bench_function("sticky_member_hit", |b| {
@@ -215,13 +210,14 @@ fn bench_cookie(c: &mut Criterion) {
 }
 
 fn bench_metrics(c: &mut Criterion) {
-    let metrics = Metrics::new();
-    let service = metrics.service("web");
-    let server = metrics.server("web", "127.0.0.1:9001");
+    let service_series = ServiceSeries::new("web");
+    let server = ServerSeries::new("web", "127.0.0.1:9001");
     let elapsed = Duration::from_micros(420);
     let mut group = c.benchmark_group("metrics");
     group.bench_function("service_record_request", |b| {
-        b.iter(|| service.record_request(black_box(200), &http::Method::GET, black_box(elapsed)))
+        b.iter(|| {
+            service_series.record_request(black_box(200), &http::Method::GET, black_box(elapsed))
+        })
     });
     group.bench_function("server_record_response", |b| {
         b.iter(|| server.record_response(black_box(200), black_box(elapsed), 13, 0))
@@ -229,19 +225,60 @@ fn bench_metrics(c: &mut Criterion) {
     // What the proxy's `logging` hook does for every proxied request.
     group.bench_function("per_request_both", |b| {
         b.iter(|| {
-            service.record_request(black_box(200), &http::Method::GET, black_box(elapsed));
+            service_series.record_request(black_box(200), &http::Method::GET, black_box(elapsed));
             server.record_response(black_box(200), black_box(elapsed), 13, 0);
         })
     });
     // The in-flight gauges `Route` moves up and down around each request.
     group.bench_function("open_gauges_inc_dec", |b| {
         b.iter(|| {
-            service.open.inc();
+            service_series.open.inc();
             server.open.inc();
             server.open.dec();
-            service.open.dec();
+            service_series.open.dec();
         })
     });
+    group.finish();
+
+    // A scrape of 1,000 services / 3,000 backends that have all served traffic: the
+    // exposition is written from the table's own handles, per detail level.
+    let metrics = Metrics::new();
+    let table = RouteTable::compile(
+        &Snapshot {
+            services: (0..1000)
+                .map(|i| {
+                    service(
+                        &format!("svc-{i}"),
+                        vec![format!("s{i}.example.com")],
+                        "/",
+                        3,
+                    )
+                })
+                .collect(),
+            defaults: None,
+        },
+        &PolicyLayer::default(),
+        &[listener()],
+        &RouteTable::default(),
+        &ProbeCache::default(),
+    );
+    for upstream in table.upstreams() {
+        upstream
+            .series
+            .record_request(200, &http::Method::GET, elapsed);
+        for member in upstream.members() {
+            member.series.record_response(200, elapsed, 13, 0);
+        }
+    }
+    let mut group = c.benchmark_group("exposition_1000_services_3000_backends");
+    group.sample_size(20);
+    for detail in [MetricsDetail::Full, MetricsDetail::Service] {
+        let bytes = exposition::render(&table, &metrics, detail).len();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(format!("{detail:?}"), |b| {
+            b.iter(|| exposition::render(&table, &metrics, detail).len())
+        });
+    }
     group.finish();
 }
 

@@ -121,7 +121,6 @@ impl App {
             wake,
             Arc::clone(&shared.live),
             config.listeners.clone(),
-            Arc::clone(&shared.metrics),
         );
         server.add_service(background_service("control plane", controller));
         server.add_service(background_service(
@@ -256,6 +255,7 @@ fn add_admin(server: &mut Server, config: &Config, shared: &Shared) {
             Arc::clone(&shared.live),
             Arc::clone(&shared.lifecycle),
             admin.metrics.then(|| Arc::clone(&shared.metrics)),
+            admin.metrics_detail,
             listeners,
         ),
     );

@@ -51,6 +51,21 @@ pub struct AdminConfig {
     /// Record and serve Prometheus metrics.
     #[serde(default = "yes")]
     pub metrics: bool,
+    /// Which per-backend series `/metrics` carries.
+    #[serde(default)]
+    pub metrics_detail: MetricsDetail,
+}
+
+/// How much per-backend detail `/metrics` exposes: a large fleet's scrape is mostly
+/// per-backend histograms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsDetail {
+    /// Every series, per-backend latency and probe-duration histograms included.
+    #[default]
+    Full,
+    /// Per-service series in full; per backend only counters and gauges.
+    Service,
 }
 
 /// Process-wide settings, read once at start.

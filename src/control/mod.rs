@@ -17,7 +17,6 @@ use tokio::sync::Notify;
 
 use crate::config::ListenerConfig;
 use crate::health::probe::ProbeCache;
-use crate::metrics::Metrics;
 use crate::sources::FeedReader;
 use crate::table::live::LiveTable;
 use crate::table::RouteTable;
@@ -30,7 +29,6 @@ pub struct Controller {
     wake: Arc<Notify>,
     live: Arc<LiveTable>,
     listeners: Vec<ListenerConfig>,
-    metrics: Arc<Metrics>,
     probes: ProbeCache,
     /// Merge warnings already logged, so an unrelated update does not repeat them.
     warned: Mutex<HashSet<String>>,
@@ -43,14 +41,12 @@ impl Controller {
         wake: Arc<Notify>,
         live: Arc<LiveTable>,
         listeners: Vec<ListenerConfig>,
-        metrics: Arc<Metrics>,
     ) -> Controller {
         let controller = Controller {
             feeds,
             wake,
             live,
             listeners,
-            metrics,
             probes: ProbeCache::default(),
             warned: Mutex::new(HashSet::new()),
         };
@@ -73,7 +69,6 @@ impl Controller {
             &merged.snapshot.defaults.clone().unwrap_or_default(),
             &self.listeners,
             &self.live.load_full(),
-            &self.metrics,
             &self.probes,
         );
         let services = table.upstreams().len();
@@ -106,6 +101,7 @@ impl BackgroundService for Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
     use crate::sources::channel;
     use crate::spec::{PolicyLayer, Snapshot, SourceKind};
     use crate::table::tests::service;
@@ -145,7 +141,6 @@ mod tests {
             wake,
             live.clone(),
             vec![listener()],
-            metrics,
         );
         assert_eq!(routed(&live, "a.test").as_deref(), Some("a"));
         assert!(!live.is_complete(), "docker has not listed");

@@ -9,7 +9,9 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use super::exposition;
 use super::lifecycle::Lifecycle;
+use crate::config::MetricsDetail;
 use crate::metrics::Metrics;
 use crate::spec::{Admission, PlatformHealth};
 use crate::table::live::LiveTable;
@@ -20,6 +22,7 @@ pub struct Admin {
     lifecycle: Arc<Lifecycle>,
     /// `None` when metrics are off (`admin.metrics: false`).
     metrics: Option<Arc<Metrics>>,
+    metrics_detail: MetricsDetail,
     /// The proxy listeners' addresses, for readiness.
     listeners: Vec<std::net::SocketAddr>,
 }
@@ -29,12 +32,14 @@ impl Admin {
         live: Arc<LiveTable>,
         lifecycle: Arc<Lifecycle>,
         metrics: Option<Arc<Metrics>>,
+        metrics_detail: MetricsDetail,
         listeners: Vec<std::net::SocketAddr>,
     ) -> Self {
         Self {
             live,
             lifecycle,
             metrics,
+            metrics_detail,
             listeners,
         }
     }
@@ -176,7 +181,7 @@ impl ServeHttp for Admin {
                 Some(metrics) => respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    metrics.render(),
+                    exposition::render(&self.live.load_full(), metrics, self.metrics_detail),
                 ),
                 None => not_found(),
             },

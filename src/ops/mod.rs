@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod exposition;
 pub mod lifecycle;
 pub mod logging;
 pub mod signals;

@@ -97,7 +97,7 @@ impl Route {
         let retry = self.tried.len() <= self.upstream.policy.retries as usize
             && self.upstream.has_routable_besides(&self.tried);
         if retry {
-            self.upstream.series.record_retry();
+            self.upstream.series.retries.inc();
             self.set_member(None);
         }
         retry

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use pingora_load_balancing::Backend;
 
 use crate::health::state::{HealthState, HealthStatus, ProbeOutcome};
-use crate::metrics::{InfoSeries, Metrics, ServerSeries};
+use crate::metrics::ServerSeries;
 use crate::spec::policy::HealthCheckSpec;
 use crate::spec::{Admission, BackendIdentity, BackendSpec};
 
@@ -28,7 +28,6 @@ pub struct Member {
     pub health: HealthState,
     admission: AtomicU8,
     pub series: Arc<ServerSeries>,
-    _info: InfoSeries,
 }
 
 const OPEN: u8 = 0;
@@ -44,26 +43,25 @@ fn admission_code(admission: &Admission) -> u8 {
 }
 
 impl Member {
+    /// A backend that just joined `service`. `series` continues the counters of a backend
+    /// the service had at this address before (a replaced container), else starts new ones.
     pub fn new(
         service: &str,
         backend: &BackendSpec,
         health_check: &HealthCheckSpec,
-        metrics: &Arc<Metrics>,
+        series: Option<Arc<ServerSeries>>,
     ) -> Member {
         let server = backend.addr.to_string();
-        let member = Member {
+        Member {
             service: Arc::from(service),
             addr: backend.addr,
             cookie_id: cookie_id(backend).into(),
             backend: Backend::new_with_weight(&server, 1).expect("a SocketAddr parses"),
             health: HealthState::joining(health_check),
             admission: AtomicU8::new(admission_code(&backend.admission)),
-            series: metrics.server(service, &server),
-            _info: metrics.server_info(service, &server, &backend.identity),
+            series: series.unwrap_or_else(|| ServerSeries::new(service, &server)),
             identity: backend.identity.clone(),
-        };
-        member.refresh_up_gauge();
-        member
+        }
     }
 
     /// Whether new requests may go to this backend.
@@ -79,21 +77,14 @@ impl Member {
         }
     }
 
-    /// Keeps `berth_server_up` equal to [`Self::routable`].
-    fn refresh_up_gauge(&self) {
-        self.series.up.set(i64::from(self.routable()));
-    }
-
     /// Takes what a newer spec of the same backend says about admission (a reused member).
     pub fn set_admission(&self, admission: &Admission) {
         self.admission.store(admission_code(admission), Relaxed);
-        self.refresh_up_gauge();
     }
 
     /// The service stopped probing: the backend is up without a verdict.
     pub fn stop_probing(&self) {
         self.health.force_up();
-        self.refresh_up_gauge();
     }
 
     /// Applies one probe's result: health state, metrics, a log line on change, and when the
@@ -106,7 +97,6 @@ impl Member {
         let up_down = flipped.is_some() && before != HealthStatus::Starting;
         self.series.record_check(passed, took, up_down);
         if let Some(status) = flipped {
-            self.refresh_up_gauge();
             match &result {
                 Ok(()) => {
                     tracing::info!(service = %self.service, backend = %self.label(), "backend is {}", status.as_str())

@@ -16,7 +16,6 @@ use rustc_hash::FxHashMap;
 
 use crate::config::ListenerConfig;
 use crate::health::probe::ProbeCache;
-use crate::metrics::Metrics;
 use crate::spec::{PolicyLayer, Snapshot};
 use upstream::Upstream;
 
@@ -103,7 +102,6 @@ impl RouteTable {
         defaults: &PolicyLayer,
         listeners: &[ListenerConfig],
         previous: &RouteTable,
-        metrics: &Arc<Metrics>,
         probes: &ProbeCache,
     ) -> RouteTable {
         let mut table = RouteTable {
@@ -120,7 +118,6 @@ impl RouteTable {
                     spec.clone(),
                     policy,
                     old.map(Arc::as_ref),
-                    metrics,
                     probes,
                 )),
             };
@@ -197,7 +194,6 @@ pub(crate) mod tests {
             &PolicyLayer::default(),
             &[listener("main")],
             &RouteTable::default(),
-            &Metrics::new(),
             &ProbeCache::default(),
         )
     }
@@ -271,7 +267,6 @@ pub(crate) mod tests {
             &PolicyLayer::default(),
             &[listener("public"), listener("private")],
             &RouteTable::default(),
-            &Metrics::new(),
             &ProbeCache::default(),
         );
         assert!(t.route(0, "a.com", b"/").is_none());
@@ -280,7 +275,6 @@ pub(crate) mod tests {
 
     #[test]
     fn unchanged_upstreams_are_reused_and_changed_ones_keep_members() {
-        let metrics = Metrics::new();
         let listeners = [listener("main")];
         let a = service("a", &["a.com"], "/");
         let b = service("b", &["b.com"], "/");
@@ -289,7 +283,6 @@ pub(crate) mod tests {
             &PolicyLayer::default(),
             &listeners,
             &RouteTable::default(),
-            &metrics,
             &ProbeCache::default(),
         );
         let mut b2 = b.clone();
@@ -300,7 +293,6 @@ pub(crate) mod tests {
             &PolicyLayer::default(),
             &listeners,
             &first,
-            &metrics,
             &ProbeCache::default(),
         );
         assert!(Arc::ptr_eq(

@@ -13,7 +13,7 @@ use super::balancer::Balancer;
 use super::member::{Member, MemberIndex};
 use super::sticky::Sticky;
 use crate::health::probe::{Probe, ProbeCache};
-use crate::metrics::{Metrics, ServiceSeries};
+use crate::metrics::ServiceSeries;
 use crate::spec::policy::{Policy, ProbeKind};
 use crate::spec::{BackendSpec, ServiceSpec};
 
@@ -37,7 +37,6 @@ impl Upstream {
         spec: ServiceSpec,
         policy: Policy,
         previous: Option<&Upstream>,
-        metrics: &Arc<Metrics>,
         probes: &ProbeCache,
     ) -> Upstream {
         let members: Box<[Arc<Member>]> = spec
@@ -56,7 +55,9 @@ impl Upstream {
                         &spec.name,
                         backend,
                         &policy.health_check,
-                        metrics,
+                        previous
+                            .and_then(|p| p.member_at(backend.addr))
+                            .map(|m| Arc::clone(&m.series)),
                     )),
                 },
             )
@@ -75,7 +76,8 @@ impl Upstream {
             balancer: Balancer::new(policy.algorithm, &members, &spec.backends),
             sticky: Sticky::new(policy.sticky_cookie.as_deref(), &members),
             probe: Probe::new(&policy.health_check, probe_host, probes),
-            series: metrics.service(&spec.name),
+            series: previous
+                .map_or_else(|| ServiceSeries::new(&spec.name), |p| Arc::clone(&p.series)),
             members,
             by_addr,
             spec,
@@ -83,10 +85,14 @@ impl Upstream {
         }
     }
 
+    fn member_at(&self, addr: SocketAddr) -> Option<&Arc<Member>> {
+        Some(&self.members[*self.by_addr.get(&addr)? as usize])
+    }
+
     /// The member `previous` had for this backend: same address and same instance.
     fn member_for(&self, backend: &BackendSpec) -> Option<&Arc<Member>> {
-        let member = &self.members[*self.by_addr.get(&backend.addr)? as usize];
-        (member.identity.id == backend.identity.id).then_some(member)
+        self.member_at(backend.addr)
+            .filter(|m| m.identity.id == backend.identity.id)
     }
 
     pub fn members(&self) -> &[Arc<Member>] {

@@ -1,0 +1,126 @@
+//! Every Prometheus metric berth exports, in one place.
+//!
+//! The data path never looks a series up by label strings: each service and each backend holds
+//! a [`ServiceSeries`] / [`ServerSeries`] resolved once when the route table is compiled, and the
+//! per-status-code counters are cached behind a lock-free list. A series lives exactly as long as
+//! something routes to it: when the last holder is dropped (the backend or service left every
+//! live route table and every in-flight request), its label sets are removed, so dead containers
+//! leave no stale `berth_server_up` behind and churn cannot grow cardinality without bound.
+
+//! Every Prometheus metric berth exports.
+//!
+//! Two kinds live here. The per-service and per-backend series ([`series`]) are plain atomics
+//! held by the route table's upstreams and members, resolved once when the table is compiled:
+//! the data path never looks a series up by label strings, and the exposition
+//! ([`crate::ops::exposition`]) writes them straight from the live table, so a series exists
+//! exactly as long as something routes to it and a scrape copies nothing. The process-wide
+//! families (reloads, discovery, unrouted requests, `process_*`) are few and rarely written;
+//! they stay in a `prometheus` registry ([`Metrics`]), whose text is appended.
+
+pub mod series;
+pub mod text;
+
+use std::sync::Arc;
+
+use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+use series::status_label;
+pub use series::{ServerSeries, ServiceSeries};
+
+/// The process-wide metric families and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    unrouted: IntCounterVec,
+    config_reloads: IntCounterVec,
+    config_last_reload_success: IntGauge,
+    discovery_events: IntCounterVec,
+    discovery_errors: IntCounterVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(vec.clone()))
+        .expect("unique metric");
+    vec
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process collector");
+        let config_last_reload_success = IntGauge::new(
+            "berth_config_last_reload_success",
+            "1 if the last config (re)load succeeded, 0 if it was refused.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(config_last_reload_success.clone()))
+            .expect("unique metric");
+        Arc::new(Metrics {
+            unrouted: counter_vec(
+                &r,
+                "berth_requests_unrouted_total",
+                "Requests answered by berth itself without a service: 404 unknown host, 400 bad request.",
+                &["code"],
+            ),
+            config_reloads: counter_vec(
+                &r,
+                "berth_config_reloads_total",
+                "Config file (re)loads, by result (success, failure).",
+                &["result"],
+            ),
+            config_last_reload_success,
+            discovery_events: counter_vec(
+                &r,
+                "berth_discovery_events_total",
+                "Events received from a discovery source, by type.",
+                &["source", "type"],
+            ),
+            discovery_errors: counter_vec(
+                &r,
+                "berth_discovery_errors_total",
+                "Errors talking to a discovery source (lost connection, failed list).",
+                &["source"],
+            ),
+            registry: r,
+        })
+    }
+
+    /// The text exposition of the process-wide families.
+    pub fn render_process_wide(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        out
+    }
+
+    pub fn unrouted(&self, code: u16) {
+        self.unrouted.with_label_values(&[status_label(code)]).inc();
+    }
+
+    pub fn config_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.config_reloads.with_label_values(&[result]).inc();
+        self.config_last_reload_success.set(i64::from(success));
+    }
+
+    pub fn discovery_event(&self, source: &str, kind: &str) {
+        self.discovery_events
+            .with_label_values(&[source, kind])
+            .inc();
+    }
+
+    /// Creates a source's series at zero, so alerts on them have data before the first error.
+    pub fn discovery_source(&self, source: &str) {
+        self.discovery_errors.with_label_values(&[source]);
+    }
+
+    pub fn discovery_error(&self, source: &str) {
+        self.discovery_errors.with_label_values(&[source]).inc();
+    }
+}
