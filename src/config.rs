@@ -321,7 +321,7 @@ impl RawConfig {
         }
         self.defaults
             .validate()
-            .map_err(|(key, message)| (format!("defaults.health_check.{key}"), message))?;
+            .map_err(|(key, message)| (format!("defaults.{key}"), message))?;
         for (i, prefix) in self.discovery.docker.label_prefixes.iter().enumerate() {
             if prefix.is_empty() || prefix.contains(char::is_whitespace) {
                 return Err((

@@ -9,9 +9,10 @@
 //! callers; with both, this module would shrink to the scheduling.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::clock::{epoch, nanos_since_epoch};
 use crate::spec::policy::{HealthCheckSpec, ProbeKind};
 
 /// Probe interval of a backend that has not passed its first probes yet.
@@ -64,16 +65,6 @@ pub struct HealthState {
     /// Earliest next probe, in nanoseconds since [`epoch`].
     next_probe: AtomicU64,
     probing: AtomicBool,
-}
-
-/// A process-wide origin for probe deadlines stored in atomics.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn nanos_since_epoch(at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl HealthState {

@@ -44,6 +44,13 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.load(Relaxed)
     }
+
+    /// Adds one unless the value has reached `max`; `true` if it added.
+    pub fn inc_below(&self, max: i64) -> bool {
+        self.0
+            .fetch_update(Relaxed, Relaxed, |v| (v < max).then_some(v + 1))
+            .is_ok()
+    }
 }
 
 /// Upper bounds of a duration histogram's buckets: seconds (as written in `le`) and the same
@@ -191,6 +198,8 @@ pub struct ServiceSeries {
     /// Requests in flight.
     pub open: Gauge,
     pub retries: Counter,
+    pub retry_budget_exhausted: Counter,
+    pub queue_timeouts: Counter,
 }
 
 impl ServiceSeries {
@@ -201,6 +210,8 @@ impl ServiceSeries {
             duration: Histogram::new(&SERVICE_LATENCY),
             open: Gauge::default(),
             retries: Counter::default(),
+            retry_budget_exhausted: Counter::default(),
+            queue_timeouts: Counter::default(),
         })
     }
 
@@ -225,6 +236,7 @@ pub struct ServerSeries {
     pub check_duration: Histogram,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
+    pub ejections: Counter,
 }
 
 impl ServerSeries {
@@ -245,6 +257,7 @@ impl ServerSeries {
             check_duration: Histogram::new(&CHECK_DURATION),
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
+            ejections: Counter::default(),
         })
     }
 

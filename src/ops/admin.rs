@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::exposition;
 use super::lifecycle::Lifecycle;
 use crate::config::MetricsDetail;
+use crate::health::state::HealthStatus;
 use crate::metrics::Metrics;
 use crate::spec::{Admission, PlatformHealth};
 use crate::table::live::LiveTable;
@@ -93,12 +94,22 @@ fn upstream_json(upstream: &Upstream) -> Value {
         .iter()
         .zip(&spec.backends)
         .map(|(member, backend)| {
-            let health = match &backend.admission {
-                Admission::Draining => "draining",
-                Admission::Held(PlatformHealth::Starting) => "starting",
-                Admission::Held(PlatformHealth::Unhealthy) => "unhealthy",
-                Admission::Open => member.health.status().as_str(),
+            let ejection = member.passive.ejection(std::time::Instant::now());
+            let health = match (&backend.admission, &ejection) {
+                (Admission::Draining, _) => "draining",
+                (Admission::Held(PlatformHealth::Starting), _) => "starting",
+                (Admission::Held(PlatformHealth::Unhealthy), _) => "unhealthy",
+                (Admission::Open, Some(_)) if member.health.status() == HealthStatus::Up => {
+                    "ejected"
+                }
+                (Admission::Open, _) => member.health.status().as_str(),
             };
+            let ejection = ejection.map(|e| {
+                json!({
+                    "reason": e.reason,
+                    "until": humantime::format_rfc3339_millis(e.until).to_string(),
+                })
+            });
             let last_probe = member.health.last_probe().map(|p| {
                 json!({
                     "passed": p.passed,
@@ -114,6 +125,8 @@ fn upstream_json(upstream: &Upstream) -> Value {
                 "container_name": member.identity.name,
                 "health": health,
                 "routable": member.routable(),
+                "in_flight": member.in_flight(),
+                "ejection": ejection,
                 "last_probe": last_probe,
             })
         })
@@ -132,6 +145,10 @@ fn upstream_json(upstream: &Upstream) -> Value {
             "type": policy.health_check.kind.as_str(),
             "interval_ms": policy.health_check.interval.as_millis() as u64,
         },
+        "passive_health": policy.passive_health.is_some(),
+        "max_connections": policy.max_connections,
+        "queue_depth": upstream.queue.depth(),
+        "slow_start_ms": policy.slow_start.as_millis() as u64,
         "backends": backends,
     })
 }

@@ -68,6 +68,38 @@ fn services(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>]) {
     for u in upstreams {
         out.sample(name, &u.series.labels, &[], u.series.retries.get());
     }
+    let name = "berth_service_retry_budget_exhausted_total";
+    out.family(
+        name,
+        "counter",
+        "Failures not retried because the service's retry budget was spent.",
+    );
+    for u in upstreams {
+        out.sample(
+            name,
+            &u.series.labels,
+            &[],
+            u.series.retry_budget_exhausted.get(),
+        );
+    }
+    let name = "berth_service_queue_depth";
+    out.family(
+        name,
+        "gauge",
+        "Requests waiting for a backend below max_connections.",
+    );
+    for u in upstreams {
+        out.sample(name, &u.series.labels, &[], u.queue.depth());
+    }
+    let name = "berth_service_queue_timeouts_total";
+    out.family(
+        name,
+        "counter",
+        "Requests answered 503 after waiting queue_timeout for a backend.",
+    );
+    for u in upstreams {
+        out.sample(name, &u.series.labels, &[], u.series.queue_timeouts.get());
+    }
 }
 
 /// One integer per backend.

@@ -17,6 +17,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub mod cookie;
+mod route;
 
 use crate::metrics::Metrics;
 use crate::ops::access_log;
@@ -24,9 +25,12 @@ use crate::ops::lifecycle::{InflightGuard, Lifecycle};
 use crate::spec::hostname::{normalize_request_host, MAX_HOST_LEN};
 use crate::spec::policy::HashKey;
 use crate::table::live::LiveTable;
-use crate::table::member::MemberIndex;
-use crate::table::upstream::Upstream;
+use crate::table::queue::Refused;
 use cookie::find_cookie;
+use route::Route;
+
+/// Marks the error that turns a backend's answer (a status in `retry_on`) into a retry.
+const RETRY_STATUS: &str = "retryable status";
 
 /// The proxy of one listener.
 pub struct Proxy {
@@ -59,67 +63,6 @@ pub struct RequestCtx {
     started: Instant,
     _inflight: InflightGuard,
     route: Option<Route>,
-}
-
-/// The service a request was routed to and the backend it is on.
-struct Route {
-    upstream: Arc<Upstream>,
-    member: Option<MemberIndex>,
-    /// Backends this request failed to connect to.
-    tried: Vec<MemberIndex>,
-    /// The request's sticky cookie already names the serving backend.
-    sticky_hit: bool,
-    upstream_started: Option<Instant>,
-    /// The backend's response header arrived (so the response body is the backend's).
-    upstream_responded: bool,
-}
-
-impl Route {
-    fn new(upstream: Arc<Upstream>) -> Route {
-        upstream.series.open.inc();
-        Route {
-            upstream,
-            member: None,
-            tried: Vec::new(),
-            sticky_hit: false,
-            upstream_started: None,
-            upstream_responded: false,
-        }
-    }
-
-    /// The current backend failed this request before answering: remember it, and say
-    /// whether another backend may take the request (retry budget left, one is routable).
-    fn fail_current(&mut self) -> bool {
-        let Some(failed) = self.member else {
-            return false;
-        };
-        self.tried.push(failed);
-        let retry = self.tried.len() <= self.upstream.policy.retries as usize
-            && self.upstream.has_routable_besides(&self.tried);
-        if retry {
-            self.upstream.series.retries.inc();
-            self.set_member(None);
-        }
-        retry
-    }
-
-    /// Moves the request to another backend (or none), keeping in-flight gauges exact.
-    fn set_member(&mut self, member: Option<MemberIndex>) {
-        if let Some(old) = self.member {
-            self.upstream.member(old).series.open.dec();
-        }
-        if let Some(new) = member {
-            self.upstream.member(new).series.open.inc();
-        }
-        self.member = member;
-    }
-}
-
-impl Drop for Route {
-    fn drop(&mut self) {
-        self.set_member(None);
-        self.upstream.series.open.dec();
-    }
 }
 
 #[async_trait]
@@ -176,7 +119,7 @@ impl ProxyHttp for Proxy {
         };
 
         let mut route = Route::new(upstream);
-        let upstream = &route.upstream;
+        let upstream = Arc::clone(&route.upstream);
         let sticky = upstream.policy.sticky_cookie.as_deref().and_then(|name| {
             let value = find_cookie(req.headers.get_all(header::COOKIE), name)?;
             upstream.sticky_member(value, &[])
@@ -184,26 +127,35 @@ impl ProxyHttp for Proxy {
         let chosen = match sticky {
             Some(index) => {
                 route.sticky_hit = true;
-                Some(index)
+                Ok(index)
             }
             None => {
                 let mut ip_buf = [0u8; 16];
-                upstream.select(
-                    hash_input(session, &upstream.policy.hash_key, &mut ip_buf),
-                    &[],
-                )
+                let key = hash_input(session, &upstream.policy.hash_key, &mut ip_buf);
+                upstream.select_or_wait(key).await
             }
         };
-        let Some(index) = chosen else {
-            let body = format!(
-                "berth: no healthy backend for service \"{}\"\n",
-                upstream.spec.name
-            );
-            ctx.route = Some(route);
-            write_text(session, 503, body.into()).await?;
-            return Ok(true);
+        let index = match chosen {
+            Ok(index) => index,
+            Err(refused) => {
+                let name = &upstream.spec.name;
+                let body = match refused {
+                    Refused::Full => {
+                        format!("berth: too many requests are waiting for service \"{name}\"\n")
+                    }
+                    Refused::TimedOut if upstream.policy.max_connections.is_some() => format!(
+                        "berth: no backend of service \"{name}\" could take the request in time\n"
+                    ),
+                    Refused::TimedOut => {
+                        format!("berth: no healthy backend for service \"{name}\"\n")
+                    }
+                };
+                ctx.route = Some(route);
+                write_text(session, 503, body.into()).await?;
+                return Ok(true);
+            }
         };
-        route.set_member(Some(index));
+        route.assign(index);
         ctx.route = Some(route);
         Ok(false)
     }
@@ -217,12 +169,12 @@ impl ProxyHttp for Proxy {
             .route
             .as_mut()
             .expect("request_filter routes every request it lets through");
-        let index = match route.member {
+        let index = match route.member() {
             Some(index) => index,
             // A retry: any routable backend this request has not failed on yet.
             None => match route.upstream.select(b"", &route.tried) {
                 Some(index) => {
-                    route.set_member(Some(index));
+                    route.assign(index);
                     route.sticky_hit = false;
                     index
                 }
@@ -252,17 +204,22 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(route) = ctx.route.as_mut() {
-            if let Some(failed) = route.member {
+            if let Some(failed) = route.member() {
                 route.upstream.member(failed).series.connection_errors.inc();
             }
-            e.set_retry(route.fail_current());
+            route.observe_failure("connect error");
+            // The request never reached the backend: any method may go elsewhere.
+            let retry = route.upstream.policy.retry_on.connect_failure && route.fail_current();
+            e.set_retry(retry);
         }
         e
     }
 
-    /// Like nginx's `proxy_next_upstream error`: an idempotent request whose backend failed
-    /// before sending anything back goes to another backend. A stale pooled connection is
-    /// retried on the same backend with a fresh connection, as Pingora does by default.
+    /// A backend failed before answering, or answered with a status in `retry_on`. Like
+    /// nginx's `proxy_next_upstream`: the request goes to another backend when the policy's
+    /// `retry_on` names the failure, the method allows it and the body can be replayed. A
+    /// stale pooled connection is retried on the same backend with a fresh connection, as
+    /// Pingora does by default.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -272,29 +229,84 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated()
-            && session.response_written().is_none();
-        if !replayable {
+        if matches!(e.etype(), ErrorType::CustomCode(RETRY_STATUS, _)) {
+            // upstream_response_filter decided, and counted, this retry.
+            e.set_retry(true);
+            return e;
+        }
+        let Some(route) = ctx.route.as_mut() else {
+            e.set_retry(false);
+            return e;
+        };
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        route.observe_failure(if timed_out {
+            "timeout"
+        } else {
+            "reset before response"
+        });
+        let idempotent = session.req_header().method.is_idempotent();
+        let retry_on = &route.upstream.policy.retry_on;
+        let allowed = if timed_out {
+            retry_on.timeout && idempotent
+        } else {
+            retry_on.reset_before_response && (idempotent || client_reused)
+        };
+        let replayable =
+            !session.as_ref().retry_buffer_truncated() && session.response_written().is_none();
+        if !(allowed && replayable) {
             e.set_retry(false);
             return e;
         }
         e.retry.decide_reuse(client_reused);
         if !e.retry() {
-            let retry = ctx.route.as_mut().is_some_and(Route::fail_current);
-            e.set_retry(retry);
+            e.set_retry(route.fail_current());
         }
         e
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(route) = ctx.route.as_mut() {
-            route.upstream_responded = true;
+        let Some(route) = ctx.route.as_mut() else {
+            return Ok(());
+        };
+        route.upstream_responded = true;
+        let Some(index) = route.member() else {
+            return Ok(());
+        };
+        let upstream = Arc::clone(&route.upstream);
+        let member = upstream.member(index);
+        if let Some(started) = route.upstream_started {
+            let now = Instant::now();
+            member.latency.observe(now - started, now);
+        }
+        let code = upstream_response.status.as_u16();
+        let policy = &upstream.policy;
+        let failed = policy
+            .passive_health
+            .as_ref()
+            .is_some_and(|p| p.failure_statuses.contains(&code));
+        if failed {
+            upstream.observe_failure(index, upstream_response.status.as_str());
+        } else {
+            upstream.observe_success(index);
+        }
+        let retry = policy.retry_on.statuses.contains(&code)
+            && session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && route.fail_current();
+        if retry {
+            route.upstream_responded = false;
+            return Error::e_explain(
+                ErrorType::CustomCode(RETRY_STATUS, code),
+                format!("the backend answered {code}"),
+            );
         }
         Ok(())
     }
@@ -342,7 +354,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(route) = &ctx.route {
-            if let (false, Some(index)) = (route.sticky_hit, route.member) {
+            if let (false, Some(index)) = (route.sticky_hit, route.member()) {
                 if let Some(cookie) = route.upstream.set_cookie(index) {
                     upstream_response.append_header(header::SET_COOKIE, cookie.clone())?;
                 }
@@ -399,7 +411,7 @@ impl ProxyHttp for Proxy {
         if access_log::enabled() {
             let req = session.req_header();
             let route = ctx.route.as_ref();
-            let backend = route.and_then(|r| r.member.map(|m| &r.upstream.member(m).addr));
+            let backend = route.and_then(|r| r.member().map(|m| &r.upstream.member(m).addr));
             access_log::record(&access_log::Entry {
                 client: session.client_addr().map(|a| a as &dyn std::fmt::Display),
                 method: req.method.as_str(),
@@ -422,7 +434,7 @@ impl ProxyHttp for Proxy {
             &session.req_header().method,
             ctx.started.elapsed(),
         );
-        if let Some(index) = route.member {
+        if let Some(index) = route.member() {
             // Without a backend response, the body the client got is berth's error page.
             let received = if route.upstream_responded {
                 session.body_bytes_sent()

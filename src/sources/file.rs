@@ -132,7 +132,7 @@ fn draft(entry: &ServiceEntry, at: &str, listener_names: &HashSet<&str>) -> Resu
     let policy = entry.policy();
     policy
         .validate()
-        .map_err(|(key, message)| (format!("{at}.health_check.{key}"), message))?;
+        .map_err(|(key, message)| (format!("{at}.{key}"), message))?;
     let name = match &entry.name {
         Some(name) if !name.trim().is_empty() => name.trim().to_owned(),
         Some(_) => return Err((format!("{at}.name"), "name is empty".into())),

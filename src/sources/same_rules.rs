@@ -148,6 +148,51 @@ fn the_same_settings_make_the_same_service() {
             &[("path_prefix", "/api"), ("domains", "[A.Test]")],
             &[("routing.port_80", "A.Test/api")],
         ),
+        (
+            &[("algorithm", "least_conn")],
+            &[("lb.algorithm", "least_conn")],
+        ),
+        (&[("algorithm", "ewma")], &[("lb.algorithm", "ewma")]),
+        (
+            &[("retry_on", "[connect_failure, 503, timeout]")],
+            &[("lb.retry_on", "connect_failure,503,timeout")],
+        ),
+        (&[("retry_budget", "none")], &[("lb.retry_budget", "none")]),
+        (&[("retry_budget", "35%")], &[("lb.retry_budget", "35%")]),
+        (
+            &[
+                ("slow_start", "30s"),
+                ("max_connections", "10"),
+                ("queue_timeout", "500ms"),
+                ("max_queue", "50"),
+            ],
+            &[
+                ("lb.slow_start", "30s"),
+                ("lb.max_connections", "10"),
+                ("lb.queue_timeout", "500ms"),
+                ("lb.max_queue", "50"),
+            ],
+        ),
+        (
+            &[("passive_health.enabled", "true")],
+            &[("lb.passive", "true")],
+        ),
+        (
+            &[
+                ("passive_health.consecutive_failures", "3"),
+                ("passive_health.failure_statuses", "[500, 503]"),
+                ("passive_health.ejection", "10s"),
+                ("passive_health.max_ejection", "1m"),
+                ("passive_health.max_ejected_percent", "30%"),
+            ],
+            &[
+                ("lb.passive.consecutive_failures", "3"),
+                ("lb.passive.failure_statuses", "500,503"),
+                ("lb.passive.ejection", "10s"),
+                ("lb.passive.max_ejection", "1m"),
+                ("lb.passive.max_ejected_percent", "30%"),
+            ],
+        ),
     ];
     for (file_keys, labels) in rows {
         let mut from_file = file_service(file_keys).unwrap();
@@ -183,6 +228,23 @@ fn the_same_bad_value_gets_the_same_problem() {
             "http://container:80/a b",
         ),
         ("health_check.port", "0", "probe.url", "tcp://container:0"),
+        ("retry_on", "sometimes", "lb.retry_on", "sometimes"),
+        ("retry_budget", "lots", "lb.retry_budget", "lots"),
+        ("max_connections", "-1", "lb.max_connections", "-1"),
+        ("max_queue", "0", "lb.max_queue", "0"),
+        ("slow_start", "soon", "lb.slow_start", "soon"),
+        (
+            "passive_health.failure_statuses",
+            "[700]",
+            "lb.passive.failure_statuses",
+            "700",
+        ),
+        (
+            "passive_health.max_ejected_percent",
+            "120%",
+            "lb.passive.max_ejected_percent",
+            "120%",
+        ),
     ];
     for (file_key, file_value, label, label_value) in rows {
         let file_problem = file_service(&[(file_key, file_value)]).unwrap_err();

@@ -29,16 +29,34 @@ pub enum Algorithm {
     Random,
     /// Ketama consistent hashing on [`HashKey`]: a key keeps its backend while the set is stable.
     ConsistentHash,
+    /// Fewest requests in flight per unit of weight (HAProxy's `leastconn`).
+    LeastConn,
+    /// The less loaded (in flight per weight) of two random backends (Envoy's
+    /// `least_request`): O(1) per pick, and no herd on the one idle backend.
+    P2c,
+    /// Of two random backends, the lower peak-EWMA latency times load (linkerd, Finagle): a
+    /// backend that turns slow loses traffic within a second and wins it back when it recovers.
+    Ewma,
 }
 
 impl Algorithm {
-    const ALL: [Algorithm; 3] = [Self::RoundRobin, Self::Random, Self::ConsistentHash];
+    const ALL: [Algorithm; 6] = [
+        Self::RoundRobin,
+        Self::Random,
+        Self::ConsistentHash,
+        Self::LeastConn,
+        Self::P2c,
+        Self::Ewma,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RoundRobin => "round_robin",
             Self::Random => "random",
             Self::ConsistentHash => "consistent_hash",
+            Self::LeastConn => "least_conn",
+            Self::P2c => "p2c",
+            Self::Ewma => "ewma",
         }
     }
 }
@@ -138,6 +156,78 @@ impl Default for Timeouts {
     }
 }
 
+/// Passive health (outlier ejection): real requests that fail take a backend out of rotation
+/// before a probe would notice.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PassiveHealthSpec {
+    /// Failures in a row (connect errors, timeouts, `failure_statuses`) that eject a backend.
+    pub consecutive_failures: u32,
+    pub failure_statuses: Vec<u16>,
+    /// The first ejection's length; each further one doubles it, up to `max_ejection`.
+    pub ejection: Duration,
+    pub max_ejection: Duration,
+    /// Never eject more than this share of a service's backends (nor its last routable one).
+    pub max_ejected_percent: u8,
+}
+
+impl Default for PassiveHealthSpec {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_statuses: vec![502, 503, 504],
+            ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// When a failed attempt goes to another backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RetryOn {
+    /// The backend refused or did not accept the connection: the request never reached it,
+    /// so any method is retried.
+    pub connect_failure: bool,
+    /// The connection was reset before any response byte: retried for idempotent methods, and
+    /// for any method on a reused keep-alive connection (the backend closed it while idle,
+    /// before reading the request).
+    pub reset_before_response: bool,
+    /// No response within `read_timeout` (idempotent methods only).
+    pub timeout: bool,
+    /// These statuses from the backend (idempotent methods only); the client sees the last
+    /// backend's answer when no retry is left.
+    pub statuses: Vec<u16>,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        Self {
+            connect_failure: true,
+            reset_before_response: true,
+            timeout: false,
+            statuses: Vec::new(),
+        }
+    }
+}
+
+/// The share of a service's requests that may be retries, over [`RETRY_BUDGET_WINDOW`], with
+/// at least [`RETRY_BUDGET_MIN_PER_SECOND`] a second: when it is spent a failure is answered at
+/// once instead of multiplying the load on a struggling service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RetryBudget {
+    pub percent: u16,
+}
+
+pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
+pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 3;
+
+/// How many requests may wait for a backend with free capacity, and for how long.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QueueSpec {
+    pub timeout: Duration,
+    pub max_waiting: u32,
+}
+
 /// A service's policy with every knob decided: what the data path and the probes run with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -148,7 +238,19 @@ pub struct Policy {
     pub health_check: HealthCheckSpec,
     /// Further backends tried after a failure before the client sees 502.
     pub retries: u32,
+    pub retry_on: RetryOn,
+    /// `None`: retries are limited by `retries` alone.
+    pub retry_budget: Option<RetryBudget>,
     pub timeouts: Timeouts,
+    /// `None`: failing requests do not eject backends (active probes still do).
+    pub passive_health: Option<PassiveHealthSpec>,
+    /// A backend that just became routable ramps from 10% of its weight to all of it over
+    /// this long; zero turns it off.
+    pub slow_start: Duration,
+    /// Requests in flight per backend; `None` is unlimited. Beyond it requests wait in the
+    /// service's queue.
+    pub max_connections: Option<u32>,
+    pub queue: QueueSpec,
 }
 
 impl Default for Policy {
@@ -181,6 +283,22 @@ macro_rules! with_policy_knobs {
             pub health_check: $crate::spec::policy::HealthCheckLayer,
             #[serde(default, deserialize_with = "crate::spec::policy::de::retries")]
             pub retries: Option<u32>,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::retry_on")]
+            pub retry_on: Option<$crate::spec::policy::RetryOn>,
+            /// `20%`; `none` removes the budget.
+            #[serde(default, deserialize_with = "crate::spec::policy::de::retry_budget")]
+            pub retry_budget: Option<Option<$crate::spec::policy::RetryBudget>>,
+            #[serde(default)]
+            pub passive_health: $crate::spec::policy::PassiveHealthLayer,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
+            pub slow_start: Option<std::time::Duration>,
+            /// Zero is unlimited.
+            #[serde(default, deserialize_with = "crate::spec::policy::de::max_connections")]
+            pub max_connections: Option<u32>,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
+            pub queue_timeout: Option<std::time::Duration>,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::max_queue")]
+            pub max_queue: Option<u32>,
             #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
             pub connect_timeout: Option<std::time::Duration>,
             #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
@@ -198,6 +316,13 @@ macro_rules! with_policy_knobs {
                     sticky_cookie: self.sticky_cookie.clone(),
                     health_check: self.health_check.clone(),
                     retries: self.retries,
+                    retry_on: self.retry_on.clone(),
+                    retry_budget: self.retry_budget,
+                    passive_health: self.passive_health.clone(),
+                    slow_start: self.slow_start,
+                    max_connections: self.max_connections,
+                    queue_timeout: self.queue_timeout,
+                    max_queue: self.max_queue,
                     connect_timeout: self.connect_timeout,
                     read_timeout: self.read_timeout,
                     idle_timeout: self.idle_timeout,
@@ -228,6 +353,13 @@ impl PolicyLayer {
                 .or_else(|| below.sticky_cookie.clone()),
             health_check: self.health_check.over(&below.health_check),
             retries: self.retries.or(below.retries),
+            retry_on: self.retry_on.clone().or_else(|| below.retry_on.clone()),
+            retry_budget: self.retry_budget.or(below.retry_budget),
+            passive_health: self.passive_health.over(&below.passive_health),
+            slow_start: self.slow_start.or(below.slow_start),
+            max_connections: self.max_connections.or(below.max_connections),
+            queue_timeout: self.queue_timeout.or(below.queue_timeout),
+            max_queue: self.max_queue.or(below.max_queue),
             connect_timeout: self.connect_timeout.or(below.connect_timeout),
             read_timeout: self.read_timeout.or(below.read_timeout),
             idle_timeout: self.idle_timeout.or(below.idle_timeout),
@@ -243,10 +375,21 @@ impl PolicyLayer {
             sticky_cookie: self.sticky_cookie.clone().filter(|name| !name.is_empty()),
             health_check: self.health_check.resolve(),
             retries: self.retries.unwrap_or(2),
+            retry_on: self.retry_on.clone().unwrap_or_default(),
+            retry_budget: self
+                .retry_budget
+                .unwrap_or(Some(RetryBudget { percent: 20 })),
             timeouts: Timeouts {
                 connect: self.connect_timeout.unwrap_or(timeouts.connect),
                 read: self.read_timeout.unwrap_or(timeouts.read),
                 idle: self.idle_timeout.unwrap_or(timeouts.idle),
+            },
+            passive_health: self.passive_health.resolve(),
+            slow_start: self.slow_start.unwrap_or(Duration::ZERO),
+            max_connections: self.max_connections.filter(|&n| n > 0),
+            queue: QueueSpec {
+                timeout: self.queue_timeout.unwrap_or(Duration::from_secs(1)),
+                max_waiting: self.max_queue.unwrap_or(1024),
             },
         }
     }
@@ -254,7 +397,83 @@ impl PolicyLayer {
     /// Checks the rules that span knobs (one knob's own rules are in its `parse_*`).
     /// `Err((key, problem))` names the key as the config file spells it.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        self.health_check.validate()
+        self.health_check.validate()?;
+        self.passive_health.validate()
+    }
+}
+
+/// Passive health as a layer: any key set (or `enabled: true`) turns it on with the
+/// defaults of [`PassiveHealthSpec`] for the rest; `enabled: false` turns it off.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthLayer {
+    #[serde(default, deserialize_with = "de::boolean")]
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "de::threshold")]
+    pub consecutive_failures: Option<u32>,
+    #[serde(default, deserialize_with = "de::statuses")]
+    pub failure_statuses: Option<Vec<u16>>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub ejection: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub max_ejection: Option<Duration>,
+    #[serde(default, deserialize_with = "de::percent")]
+    pub max_ejected_percent: Option<u8>,
+}
+
+impl PassiveHealthLayer {
+    fn is_empty(&self) -> bool {
+        *self == PassiveHealthLayer::default()
+    }
+
+    fn over(&self, below: &PassiveHealthLayer) -> PassiveHealthLayer {
+        PassiveHealthLayer {
+            enabled: self.enabled.or(below.enabled),
+            consecutive_failures: self.consecutive_failures.or(below.consecutive_failures),
+            failure_statuses: self
+                .failure_statuses
+                .clone()
+                .or_else(|| below.failure_statuses.clone()),
+            ejection: self.ejection.or(below.ejection),
+            max_ejection: self.max_ejection.or(below.max_ejection),
+            max_ejected_percent: self.max_ejected_percent.or(below.max_ejected_percent),
+        }
+    }
+
+    fn resolve(&self) -> Option<PassiveHealthSpec> {
+        if self.enabled == Some(false) || self.is_empty() {
+            return None;
+        }
+        let builtin = PassiveHealthSpec::default();
+        Some(PassiveHealthSpec {
+            consecutive_failures: self
+                .consecutive_failures
+                .unwrap_or(builtin.consecutive_failures),
+            failure_statuses: self
+                .failure_statuses
+                .clone()
+                .unwrap_or(builtin.failure_statuses),
+            ejection: self.ejection.unwrap_or(builtin.ejection),
+            max_ejection: self.max_ejection.unwrap_or(builtin.max_ejection),
+            max_ejected_percent: self
+                .max_ejected_percent
+                .unwrap_or(builtin.max_ejected_percent),
+        })
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.ejection == Some(Duration::ZERO) {
+            return Err(("passive_health.ejection", "must be longer than 0s".into()));
+        }
+        if let (Some(ejection), Some(max)) = (self.ejection, self.max_ejection) {
+            if max < ejection {
+                return Err((
+                    "passive_health.max_ejection",
+                    "must not be shorter than ejection".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -310,7 +529,10 @@ impl HealthCheckLayer {
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        for (key, value) in [("interval", self.interval), ("timeout", self.timeout)] {
+        for (key, value) in [
+            ("health_check.interval", self.interval),
+            ("health_check.timeout", self.timeout),
+        ] {
             if value == Some(Duration::ZERO) {
                 return Err((key, "must be longer than 0s".into()));
             }
@@ -471,6 +693,111 @@ pub fn parse_path_prefix(text: &str) -> Result<String, String> {
     Ok(path.to_owned())
 }
 
+/// `true`/`false` (and `yes`/`no`, `on`/`off`, `1`/`0`).
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        other => Err(format!("{other:?} is not true or false")),
+    }
+}
+
+/// An HTTP status code a backend can answer with.
+pub fn parse_status(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u16>() {
+        Ok(code) if (100..=599).contains(&code) => Ok(code),
+        _ => Err(format!(
+            "{:?} is not an HTTP status code (100..599)",
+            text.trim()
+        )),
+    }
+}
+
+/// Comma-separated items (a label value, or a YAML list joined by the file's reader).
+fn items(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|i| !i.is_empty())
+}
+
+/// `502, 503, 504`.
+pub fn parse_statuses(text: &str) -> Result<Vec<u16>, String> {
+    items(text).map(parse_status).collect()
+}
+
+/// `connect_failure, reset_before_response, timeout, 502, ...`: exactly the conditions listed.
+pub fn parse_retry_on(text: &str) -> Result<RetryOn, String> {
+    let mut on = RetryOn {
+        connect_failure: false,
+        reset_before_response: false,
+        timeout: false,
+        statuses: Vec::new(),
+    };
+    for item in items(text) {
+        match item {
+            "connect_failure" => on.connect_failure = true,
+            "reset_before_response" => on.reset_before_response = true,
+            "timeout" => on.timeout = true,
+            status => match parse_status(status) {
+                Ok(code) => on.statuses.push(code),
+                Err(_) => {
+                    return Err(format!(
+                        "unknown retry condition {status:?}, expected connect_failure, \
+                         reset_before_response, timeout or a status code"
+                    ))
+                }
+            },
+        }
+    }
+    Ok(on)
+}
+
+/// A whole percentage, `50%` or `50`, from 0 to 100.
+pub fn parse_percent(text: &str) -> Result<u8, String> {
+    let number = text.trim().trim_end_matches('%').trim();
+    match number.parse::<u8>() {
+        Ok(p) if p <= 100 => Ok(p),
+        _ => Err(format!(
+            "{:?} is not a percentage from 0% to 100%",
+            text.trim()
+        )),
+    }
+}
+
+/// `20%` of a service's requests may be retries; `none` lifts the budget.
+pub fn parse_retry_budget(text: &str) -> Result<Option<RetryBudget>, String> {
+    if text.trim() == "none" {
+        return Ok(None);
+    }
+    let number = text.trim().trim_end_matches('%').trim();
+    match number.parse::<u16>() {
+        Ok(percent) if percent <= 1000 => Ok(Some(RetryBudget { percent })),
+        _ => Err(format!(
+            "retry budget {:?} is not a percentage (e.g. 20%) or none",
+            text.trim()
+        )),
+    }
+}
+
+/// Requests in flight per backend; 0 is unlimited.
+pub fn parse_max_connections(text: &str) -> Result<u32, String> {
+    text.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "max_connections {:?} is not a whole number (0 for unlimited)",
+            text.trim()
+        )
+    })
+}
+
+/// Requests that may wait for a backend at once.
+pub fn parse_max_queue(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "max_queue {:?} is not a whole number of at least 1",
+            text.trim()
+        )),
+    }
+}
+
 /// The name a service gets when its source does not name it: its domain, plus the path
 /// prefix when that is not `/`. It is the `service` label of every metric.
 pub fn default_service_name(domain: &str, path_prefix: &str) -> String {
@@ -489,6 +816,32 @@ pub mod de {
     use serde::de::{self, Deserializer, Visitor};
 
     use super::*;
+
+    /// The text of a YAML scalar, or of a list of scalars joined by commas (the label form).
+    fn list<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            Many(Vec<serde_yaml_ng::Value>),
+            One(serde_yaml_ng::Value),
+        }
+        let text = |value: serde_yaml_ng::Value| -> Result<String, D::Error> {
+            match value {
+                serde_yaml_ng::Value::String(s) => Ok(s),
+                serde_yaml_ng::Value::Number(n) => Ok(n.to_string()),
+                serde_yaml_ng::Value::Bool(b) => Ok(b.to_string()),
+                _ => Err(de::Error::custom("expected a value or a list of values")),
+            }
+        };
+        match OneOrMany::deserialize(d)? {
+            OneOrMany::Many(values) => Ok(values
+                .into_iter()
+                .map(text)
+                .collect::<Result<Vec<_>, _>>()?
+                .join(",")),
+            OneOrMany::One(value) => text(value),
+        }
+    }
 
     /// The text of a YAML scalar (string, number or boolean).
     pub fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -566,6 +919,40 @@ pub mod de {
 
     pub fn path_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         with(d, parse_path_prefix)
+    }
+
+    pub fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        with(d, parse_bool)
+    }
+
+    pub fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+        with(d, parse_percent)
+    }
+
+    pub fn retry_budget<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<RetryBudget>>, D::Error> {
+        with(d, parse_retry_budget)
+    }
+
+    pub fn max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        with(d, parse_max_connections)
+    }
+
+    pub fn max_queue<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        with(d, parse_max_queue)
+    }
+
+    pub fn statuses<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u16>>, D::Error> {
+        parse_statuses(&list(d)?)
+            .map(Some)
+            .map_err(de::Error::custom)
+    }
+
+    pub fn retry_on<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RetryOn>, D::Error> {
+        parse_retry_on(&list(d)?)
+            .map(Some)
+            .map_err(de::Error::custom)
     }
 }
 

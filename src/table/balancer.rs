@@ -13,7 +13,6 @@ use pingora_load_balancing::selection::{
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 use super::member::Member;
-use crate::spec::policy::Algorithm;
 use crate::spec::BackendSpec;
 
 pub enum Balancer {
@@ -35,23 +34,31 @@ where
     lb
 }
 
+/// The members' addresses with the spec's weights, as Pingora's balancers take them.
+/// `members` and `backends` are aligned.
+fn weighted(members: &[Arc<Member>], backends: &[BackendSpec]) -> BTreeSet<Backend> {
+    members
+        .iter()
+        .zip(backends)
+        .map(|(member, spec)| {
+            let mut b = member.backend.clone();
+            b.weight = usize::from(spec.weight);
+            b
+        })
+        .collect()
+}
+
 impl Balancer {
-    /// `members` and `backends` are aligned: the spec gives each member's weight.
-    pub fn new(algorithm: Algorithm, members: &[Arc<Member>], backends: &[BackendSpec]) -> Self {
-        let backends = members
-            .iter()
-            .zip(backends)
-            .map(|(member, spec)| {
-                let mut b = member.backend.clone();
-                b.weight = usize::from(spec.weight);
-                b
-            })
-            .collect();
-        match algorithm {
-            Algorithm::RoundRobin => Balancer::RoundRobin(load_balancer(backends)),
-            Algorithm::Random => Balancer::Random(load_balancer(backends)),
-            Algorithm::ConsistentHash => Balancer::Consistent(load_balancer(backends)),
-        }
+    pub fn round_robin(members: &[Arc<Member>], backends: &[BackendSpec]) -> Self {
+        Balancer::RoundRobin(load_balancer(weighted(members, backends)))
+    }
+
+    pub fn random(members: &[Arc<Member>], backends: &[BackendSpec]) -> Self {
+        Balancer::Random(load_balancer(weighted(members, backends)))
+    }
+
+    pub fn consistent_hash(members: &[Arc<Member>], backends: &[BackendSpec]) -> Self {
+        Balancer::Consistent(load_balancer(weighted(members, backends)))
     }
 
     /// Pingora's candidates in the algorithm's order, until `accept` takes one or

@@ -1,15 +1,18 @@
 //! One backend of one service: its address, identity, health and metric handles.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use pingora_load_balancing::Backend;
 
+use super::select::PeakEwma;
+use crate::health::clock::{instant_at, nanos_since_epoch};
+use crate::health::passive::PassiveState;
 use crate::health::state::{HealthState, HealthStatus, ProbeOutcome};
 use crate::metrics::ServerSeries;
-use crate::spec::policy::HealthCheckSpec;
+use crate::spec::policy::{HealthCheckSpec, ProbeKind};
 use crate::spec::{Admission, BackendIdentity, BackendSpec};
 
 /// Index of a backend within its upstream.
@@ -26,7 +29,12 @@ pub struct Member {
     /// The probe target, in the form Pingora's health checks take.
     pub backend: Backend,
     pub health: HealthState,
+    pub passive: PassiveState,
     admission: AtomicU8,
+    /// When probes last let it in, in [`crate::health::clock`] nanoseconds (slow start).
+    routable_since: AtomicU64,
+    pub latency: PeakEwma,
+    /// Its `open` gauge is the in-flight count the load-aware selectors read.
     pub series: Arc<ServerSeries>,
 }
 
@@ -58,7 +66,14 @@ impl Member {
             cookie_id: cookie_id(backend).into(),
             backend: Backend::new_with_weight(&server, 1).expect("a SocketAddr parses"),
             health: HealthState::joining(health_check),
+            passive: PassiveState::default(),
             admission: AtomicU8::new(admission_code(&backend.admission)),
+            routable_since: AtomicU64::new(if health_check.kind == ProbeKind::None {
+                nanos_since_epoch(Instant::now())
+            } else {
+                0
+            }),
+            latency: PeakEwma::default(),
             series: series.unwrap_or_else(|| ServerSeries::new(service, &server)),
             identity: backend.identity.clone(),
         }
@@ -66,7 +81,42 @@ impl Member {
 
     /// Whether new requests may go to this backend.
     pub fn routable(&self) -> bool {
-        self.health.status() == HealthStatus::Up && self.admission.load(Relaxed) == OPEN
+        self.health.status() == HealthStatus::Up
+            && self.admission.load(Relaxed) == OPEN
+            && !self.passive.is_ejected_now()
+    }
+
+    /// Requests in flight to this backend.
+    pub fn in_flight(&self) -> i64 {
+        self.series.open.get()
+    }
+
+    /// Counts a request as in flight unless `max` are already; `true` if it was counted.
+    pub fn try_acquire(&self, max: Option<u32>) -> bool {
+        match max {
+            None => {
+                self.series.open.inc();
+                true
+            }
+            Some(max) => self.series.open.inc_below(i64::from(max)),
+        }
+    }
+
+    pub fn release(&self) {
+        self.series.open.dec();
+    }
+
+    #[cfg(test)]
+    pub fn routable_since_for_test(&self, since: Instant) {
+        self.routable_since.store(nanos_since_epoch(since), Relaxed);
+    }
+
+    /// How long the backend has been in rotation since probes last let it in.
+    pub fn routable_for(&self, now: Instant) -> Duration {
+        match self.routable_since.load(Relaxed) {
+            0 => Duration::ZERO,
+            since => now.saturating_duration_since(instant_at(since)),
+        }
     }
 
     /// `name (ip:port)` or `ip:port`, for log lines.
@@ -97,6 +147,10 @@ impl Member {
         let up_down = flipped.is_some() && before != HealthStatus::Starting;
         self.series.record_check(passed, took, up_down);
         if let Some(status) = flipped {
+            if status == HealthStatus::Up {
+                self.routable_since
+                    .store(nanos_since_epoch(Instant::now()), Relaxed);
+            }
             match &result {
                 Ok(()) => {
                     tracing::info!(service = %self.service, backend = %self.label(), "backend is {}", status.as_str())

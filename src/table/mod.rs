@@ -5,8 +5,11 @@
 //! that version to its end.
 
 pub mod balancer;
+pub mod budget;
 pub mod live;
 pub mod member;
+pub mod queue;
+pub mod select;
 pub mod sticky;
 pub mod upstream;
 

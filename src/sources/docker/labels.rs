@@ -91,14 +91,6 @@ impl Label<'_> {
     fn parse<T>(&self, rule: fn(&str) -> Result<T, String>) -> Result<T, LabelError> {
         rule(self.value).map_err(|problem| self.error(problem))
     }
-
-    fn boolean(&self) -> Result<bool, LabelError> {
-        match self.value.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" | "on" => Ok(true),
-            "false" | "no" | "0" | "off" => Ok(false),
-            _ => Err(self.error("expected true or false")),
-        }
-    }
 }
 
 /// The labels under berth's prefixes, by key after the prefix; an earlier prefix wins a key
@@ -174,7 +166,40 @@ impl<'a> Settings<'a> {
             "lb.algorithm" => self.policy.algorithm = Some(label.parse(policy::parse_algorithm)?),
             "lb.hash_key" => self.policy.hash_key = Some(label.parse(policy::parse_hash_key)?),
             "lb.retries" => self.policy.retries = Some(label.parse(policy::parse_retries)?),
-            "lb.sticky" => self.sticky = label.boolean()?,
+            "lb.retry_on" => self.policy.retry_on = Some(label.parse(policy::parse_retry_on)?),
+            "lb.retry_budget" => {
+                self.policy.retry_budget = Some(label.parse(policy::parse_retry_budget)?)
+            }
+            "lb.slow_start" => self.policy.slow_start = Some(label.parse(policy::parse_duration)?),
+            "lb.max_connections" => {
+                self.policy.max_connections = Some(label.parse(policy::parse_max_connections)?)
+            }
+            "lb.queue_timeout" => {
+                self.policy.queue_timeout = Some(label.parse(policy::parse_duration)?)
+            }
+            "lb.max_queue" => self.policy.max_queue = Some(label.parse(policy::parse_max_queue)?),
+            "lb.passive" => {
+                self.policy.passive_health.enabled = Some(label.parse(policy::parse_bool)?)
+            }
+            "lb.passive.consecutive_failures" => {
+                self.policy.passive_health.consecutive_failures =
+                    Some(label.parse(policy::parse_threshold)?)
+            }
+            "lb.passive.failure_statuses" => {
+                self.policy.passive_health.failure_statuses =
+                    Some(label.parse(policy::parse_statuses)?)
+            }
+            "lb.passive.ejection" => {
+                self.policy.passive_health.ejection = Some(label.parse(policy::parse_duration)?)
+            }
+            "lb.passive.max_ejection" => {
+                self.policy.passive_health.max_ejection = Some(label.parse(policy::parse_duration)?)
+            }
+            "lb.passive.max_ejected_percent" => {
+                self.policy.passive_health.max_ejected_percent =
+                    Some(label.parse(policy::parse_percent)?)
+            }
+            "lb.sticky" => self.sticky = label.parse(policy::parse_bool)?,
             "lb.sticky_cookie" => {
                 let name = label.parse(policy::parse_sticky_cookie)?;
                 if name.is_empty() {
@@ -208,7 +233,7 @@ impl<'a> Settings<'a> {
         self.policy
             .validate()
             .map_err(|(key, problem)| LabelError {
-                label: format!("probe ({key})"),
+                label: format!("settings ({key})"),
                 problem,
             })?;
         Ok((self.targets, self.policy, self.weight))
@@ -224,7 +249,7 @@ pub fn parse_instance(
 ) -> Result<Option<InstanceRoutes>, LabelError> {
     let keys = own_labels(&instance.labels, prefixes);
     if let Some(enable) = keys.get("enable") {
-        if !enable.boolean()? {
+        if !enable.parse(policy::parse_bool)? {
             return Ok(None);
         }
     }
