@@ -46,6 +46,12 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "whoami", value_parser = header_safe)]
         name: String,
+        /// Answer every request but /health after this long (e.g. 50ms).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        delay: std::time::Duration,
+        /// Answer every request but /health with this status.
+        #[arg(long, default_value_t = 200)]
+        status: u16,
     },
     /// Exit 0 if the running berth's admin `/healthz` answers 200 (for Docker `HEALTHCHECK`;
     /// the image has no curl).
@@ -76,10 +82,19 @@ fn main() -> ExitCode {
         Command::Demo { config } => berth::demo::demo(config),
         Command::Check { config } => check(&config),
         Command::Healthcheck { config } => healthcheck(&config),
-        Command::Whoami { listen, name } => {
-            whoami(listen, name);
-            Ok(())
-        }
+        Command::Whoami {
+            listen,
+            name,
+            delay,
+            status,
+        } => http::StatusCode::from_u16(status)
+            .map_err(|e| format!("--status {status}: {e}"))
+            .map(|status| {
+                whoami(
+                    listen,
+                    Whoami::new(name).with_delay(delay).with_status(status),
+                )
+            }),
     };
     berth::ops::access_log::flush();
     match result {
@@ -144,7 +159,7 @@ fn healthcheck(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-fn whoami(listen: SocketAddr, name: String) {
+fn whoami(listen: SocketAddr, whoami: Whoami) {
     let conf = ServerConf {
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
@@ -152,7 +167,7 @@ fn whoami(listen: SocketAddr, name: String) {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = Service::new(format!("whoami {name}"), Whoami::new(name));
+    let mut service = Service::new("whoami".to_owned(), whoami);
     service.add_tcp(&listen.to_string());
     server.add_service(service);
     server.run(Default::default());

@@ -3,6 +3,8 @@
 //! which headers the proxy added.
 //!
 //! Query parameters shape the answer: `?wait=200ms` delays it, `?status=503` sets its status.
+//! `--delay` and `--status` do the same for every request but `/health`: a backend that is
+//! slow or broken while its health endpoint still passes, as real ones often are.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -14,11 +16,29 @@ use pingora_core::protocols::http::ServerSession;
 
 pub struct Whoami {
     name: String,
+    delay: Duration,
+    status: StatusCode,
 }
 
 impl Whoami {
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+        Self {
+            name: name.into(),
+            delay: Duration::ZERO,
+            status: StatusCode::OK,
+        }
+    }
+
+    /// Answers every request but `/health` after `delay`.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Answers every request but `/health` with `status`.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
     }
 }
 
@@ -40,17 +60,19 @@ impl ServeHttp for Whoami {
         }
         let req = session.req_header();
         let query = req.uri.query();
-        if let Some(wait) =
-            query_param(query, "wait").and_then(|w| humantime::parse_duration(w).ok())
-        {
+        let health = req.uri.path() == "/health";
+        let wait = query_param(query, "wait")
+            .and_then(|w| humantime::parse_duration(w).ok())
+            .unwrap_or(if health { Duration::ZERO } else { self.delay });
+        if !wait.is_zero() {
             tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
         }
         let status = query_param(query, "status")
             .and_then(|s| s.parse::<u16>().ok())
             .and_then(|s| StatusCode::from_u16(s).ok())
-            .unwrap_or(StatusCode::OK);
+            .unwrap_or(if health { StatusCode::OK } else { self.status });
 
-        let body = if req.uri.path() == "/health" {
+        let body = if health {
             "ok\n".to_owned()
         } else {
             let mut out = String::with_capacity(512);

@@ -696,7 +696,13 @@ fn dashboard_is_importable_and_provisionable() {
     }
     assert_eq!(
         rows,
-        ["Overview", "Backends", "Health checks", "Control plane"]
+        [
+            "Overview",
+            "Backends",
+            "Resilience",
+            "Health checks",
+            "Control plane"
+        ]
     );
 
     // Provisioning: a Prometheus data source and a file provider for the dashboard folder.

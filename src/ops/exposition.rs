@@ -185,6 +185,14 @@ fn servers(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>], detail:
         "Request body bytes berth sent to a backend.",
         |m| m.series.bytes_sent.get() as i64,
     );
+    per_member(
+        out,
+        upstreams,
+        "berth_server_ejections_total",
+        "counter",
+        "Times passive health ejected a backend after failing requests.",
+        |m| m.series.ejections.get() as i64,
+    );
     server_info(out, upstreams);
     if detail == MetricsDetail::Full {
         let name = "berth_server_request_duration_seconds";

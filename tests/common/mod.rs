@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod raw_backend;
+pub mod traffic;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -146,10 +147,17 @@ impl Whoami {
     }
 
     pub fn start_on(name: &str, addr: SocketAddr) -> Whoami {
+        Self::start_with(name, addr, &[])
+    }
+
+    /// A whoami with extra flags (`--delay 50ms`, `--status 503`).
+    pub fn start_with(name: &str, addr: SocketAddr, flags: &[&str]) -> Whoami {
         let dir = tempfile::tempdir().unwrap();
         let process = Process::spawn(
             &format!("whoami {name}"),
-            Command::new(BERTH).args(["whoami", "--listen", &addr.to_string(), "--name", name]),
+            Command::new(BERTH)
+                .args(["whoami", "--listen", &addr.to_string(), "--name", name])
+                .args(flags),
             dir.path().join("whoami.log"),
         );
         wait_for(
