@@ -642,7 +642,7 @@ scale_bench() {
     }' >"$cfg"
     log "scale: $(wc -c <"$cfg") bytes of YAML; starting berth"
     t0=$(now_ms)
-    RUST_LOG=warn,berth::controller=debug start $PROXY_CPU scale "$BERTH" serve --config "$cfg"
+    RUST_LOG=warn,berth::control=debug start $PROXY_CPU scale "$BERTH" serve --config "$cfg"
     pid=$STARTED
     local code=""
     for _ in $(seq 6000); do

@@ -27,7 +27,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Service policy for every service that does not set its own (file and Docker alike).
     pub defaults: PolicyLayer,
-    /// The file's own services, as written.
+    /// The file's own services, as written; emptied once the file source has turned them
+    /// into its snapshot.
     pub services: Vec<ServiceEntry>,
     pub docker: DockerConfig,
 }

@@ -95,8 +95,10 @@ impl FileServices {
 /// Reads, checks and resolves the whole file at once: for start and `berth check`, before any
 /// runtime exists.
 pub fn load(path: &Path) -> Result<(Config, Snapshot), ConfigError> {
-    let config = Config::load(path)?;
+    let mut config = Config::load(path)?;
     let services = FileServices::from_config(&config, path)?;
+    // The snapshot holds the services now; at 10,000 services a second copy is megabytes.
+    config.services = Vec::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -283,9 +285,10 @@ impl FileSource {
     async fn parse(&self, text: &[u8]) -> Result<(Config, Snapshot), String> {
         let text = std::str::from_utf8(text)
             .map_err(|e| format!("{}: not UTF-8: {e}", self.path.display()))?;
-        let config = Config::parse(text, &self.path).map_err(|e| e.to_string())?;
+        let mut config = Config::parse(text, &self.path).map_err(|e| e.to_string())?;
         let services = FileServices::from_config(&config, &self.path).map_err(|e| e.to_string())?;
         let snapshot = services.resolve().await.map_err(|e| e.to_string())?;
+        config.services = Vec::new();
         Ok((config, snapshot))
     }
 }

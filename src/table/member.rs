@@ -54,17 +54,21 @@ impl Member {
     /// A backend that just joined `service`. `series` continues the counters of a backend
     /// the service had at this address before (a replaced container), else starts new ones.
     pub fn new(
-        service: &str,
+        service: &Arc<str>,
         backend: &BackendSpec,
         health_check: &HealthCheckSpec,
         series: Option<Arc<ServerSeries>>,
     ) -> Member {
         let server = backend.addr.to_string();
         Member {
-            service: Arc::from(service),
+            service: Arc::clone(service),
             addr: backend.addr,
             cookie_id: cookie_id(backend).into(),
-            backend: Backend::new_with_weight(&server, 1).expect("a SocketAddr parses"),
+            backend: Backend {
+                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(backend.addr),
+                weight: 1,
+                ext: Default::default(),
+            },
             health: HealthState::joining(health_check),
             passive: PassiveState::default(),
             admission: AtomicU8::new(admission_code(&backend.admission)),

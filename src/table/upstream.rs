@@ -47,10 +47,11 @@ impl Upstream {
         previous: Option<&Upstream>,
         probes: &ProbeCache,
     ) -> Upstream {
+        let name: Arc<str> = Arc::from(spec.name.as_str());
         let members: Box<[Arc<Member>]> = spec
             .backends
             .iter()
-            .map(|backend| member(&spec.name, &policy, backend, previous))
+            .map(|backend| member(&name, &policy, backend, previous))
             .collect();
         let by_addr = members
             .iter()
@@ -258,7 +259,7 @@ impl Upstream {
 
 /// The member for `backend`: `previous`'s if it had this very backend, else a new one.
 fn member(
-    service: &str,
+    service: &Arc<str>,
     policy: &Policy,
     backend: &BackendSpec,
     previous: Option<&Upstream>,
