@@ -7,7 +7,7 @@
 //! the samples of a large fleet (see the README's metrics reference for counts).
 
 use crate::config::MetricsDetail;
-use crate::metrics::text::{label_pair, Exposition};
+use crate::metrics::text::Exposition;
 use crate::metrics::Metrics;
 use crate::table::member::Member;
 use crate::table::upstream::Upstream;
@@ -36,14 +36,14 @@ fn services(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>]) {
         "Requests routed to a service, by response status code and method.",
     );
     for u in upstreams {
-        for ((code, method), count) in u.series.requests.values() {
+        u.series.requests.for_each(|(code, method), count| {
             out.sample(
                 name,
                 &u.series.labels,
                 &[("code", code), ("method", method)],
                 count,
-            );
-        }
+            )
+        });
     }
     let name = "berth_service_request_duration_seconds";
     out.family(
@@ -125,9 +125,9 @@ fn servers(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>], detail:
         "Requests a backend answered (or failed), by status code.",
     );
     for m in upstreams.iter().flat_map(|u| u.members()) {
-        for (code, count) in m.series.requests.values() {
-            out.sample(name, &m.series.labels, &[("code", code)], count);
-        }
+        m.series
+            .requests
+            .for_each(|code, count| out.sample(name, &m.series.labels, &[("code", code)], count));
     }
     per_member(
         out,
@@ -220,16 +220,7 @@ fn server_info(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>]) {
         "Always 1; joins a backend address to its container (empty for static backends).",
     );
     for m in upstreams.iter().flat_map(|u| u.members()) {
-        let identity = format!(
-            "{},{},{}",
-            label_pair("container_id", m.identity.id.as_deref().unwrap_or_default()),
-            label_pair(
-                "container_name",
-                m.identity.name.as_deref().unwrap_or_default()
-            ),
-            m.series.labels,
-        );
-        out.sample(name, &identity, &[], 1);
+        out.sample(name, &m.info_labels, &[], 1);
     }
 }
 

@@ -11,6 +11,7 @@ use super::select::PeakEwma;
 use crate::health::clock::{instant_at, nanos_since_epoch};
 use crate::health::passive::PassiveState;
 use crate::health::state::{HealthState, HealthStatus, ProbeOutcome};
+use crate::metrics::text::label_pair;
 use crate::metrics::ServerSeries;
 use crate::spec::policy::{HealthCheckSpec, ProbeKind};
 use crate::spec::{Admission, BackendIdentity, BackendSpec};
@@ -36,6 +37,8 @@ pub struct Member {
     pub latency: PeakEwma,
     /// Its `open` gauge is the in-flight count the load-aware selectors read.
     pub series: Arc<ServerSeries>,
+    /// `berth_server_info`'s label set, escaped once.
+    pub info_labels: Box<str>,
 }
 
 const OPEN: u8 = 0;
@@ -60,6 +63,19 @@ impl Member {
         series: Option<Arc<ServerSeries>>,
     ) -> Member {
         let server = backend.addr.to_string();
+        let series = series.unwrap_or_else(|| ServerSeries::new(service, &server));
+        let info_labels = format!(
+            "{},{},{}",
+            label_pair(
+                "container_id",
+                backend.identity.id.as_deref().unwrap_or_default()
+            ),
+            label_pair(
+                "container_name",
+                backend.identity.name.as_deref().unwrap_or_default()
+            ),
+            series.labels,
+        );
         Member {
             service: Arc::clone(service),
             addr: backend.addr,
@@ -78,7 +94,8 @@ impl Member {
                 0
             }),
             latency: PeakEwma::default(),
-            series: series.unwrap_or_else(|| ServerSeries::new(service, &server)),
+            series,
+            info_labels: info_labels.into(),
             identity: backend.identity.clone(),
         }
     }
