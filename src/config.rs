@@ -65,7 +65,7 @@ pub enum MetricsDetail {
     /// Every series, per-backend latency and probe-duration histograms included.
     #[default]
     Full,
-    /// Per-service series in full; per backend only counters and gauges.
+    /// Per-service series in full; per backend only whether it is up and who it is.
     Service,
 }
 
