@@ -7,15 +7,12 @@ use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
-use serde_json::{json, Value};
 
-use super::exposition;
 use super::lifecycle::Lifecycle;
+use super::{exposition, routes_api};
 use crate::config::MetricsDetail;
 use crate::metrics::Metrics;
-use crate::spec::{Admission, PlatformHealth};
 use crate::table::live::LiveTable;
-use crate::table::upstream::Upstream;
 
 pub struct Admin {
     live: Arc<LiveTable>,
@@ -60,11 +57,6 @@ impl Admin {
         }
         Err("no listener accepts connections".into())
     }
-
-    fn routes(&self) -> Value {
-        let table = self.live.load_full();
-        Value::Array(table.upstreams().iter().map(|u| upstream_json(u)).collect())
-    }
 }
 
 /// Connects to our own listener: the only proof that Pingora bound it.
@@ -83,57 +75,6 @@ async fn accepts(mut addr: std::net::SocketAddr) -> bool {
         .await,
         Ok(Ok(_))
     )
-}
-
-fn upstream_json(upstream: &Upstream) -> Value {
-    let spec = &upstream.spec;
-    let policy = &upstream.policy;
-    let backends: Vec<Value> = upstream
-        .members()
-        .iter()
-        .zip(&spec.backends)
-        .map(|(member, backend)| {
-            let health = match &backend.admission {
-                Admission::Draining => "draining",
-                Admission::Held(PlatformHealth::Starting) => "starting",
-                Admission::Held(PlatformHealth::Unhealthy) => "unhealthy",
-                Admission::Open => member.health.status().as_str(),
-            };
-            let last_probe = member.health.last_probe().map(|p| {
-                json!({
-                    "passed": p.passed,
-                    "detail": p.detail,
-                    "time": humantime::format_rfc3339_millis(p.at).to_string(),
-                    "duration_ms": p.duration.as_secs_f64() * 1000.0,
-                })
-            });
-            json!({
-                "address": member.addr.to_string(),
-                "weight": backend.weight,
-                "container_id": member.identity.id,
-                "container_name": member.identity.name,
-                "health": health,
-                "routable": member.routable(),
-                "last_probe": last_probe,
-            })
-        })
-        .collect();
-    json!({
-        "name": spec.name,
-        "domains": spec.domains,
-        "path_prefix": spec.path_prefix,
-        "visibility": spec.listeners.clone().unwrap_or_else(|| vec!["*".into()]),
-        "algorithm": policy.algorithm.as_str(),
-        "hash_key": policy.hash_key.to_string(),
-        "sticky_cookie": policy.sticky_cookie,
-        "source": spec.source.as_str(),
-        "retries": policy.retries,
-        "health_check": {
-            "type": policy.health_check.kind.as_str(),
-            "interval_ms": policy.health_check.interval.as_millis() as u64,
-        },
-        "backends": backends,
-    })
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -188,7 +129,8 @@ impl ServeHttp for Admin {
             "/api/routes" => respond(
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_vec_pretty(&self.routes()).expect("JSON values serialize"),
+                serde_json::to_vec_pretty(&routes_api::routes(&self.live.load_full()))
+                    .expect("the routes document serializes"),
             ),
             _ => not_found(),
         }

@@ -6,4 +6,5 @@ pub mod admin;
 pub mod exposition;
 pub mod lifecycle;
 pub mod logging;
+pub mod routes_api;
 pub mod signals;

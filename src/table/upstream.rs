@@ -13,9 +13,34 @@ use super::balancer::Balancer;
 use super::member::{Member, MemberIndex};
 use super::sticky::Sticky;
 use crate::health::probe::{Probe, ProbeCache};
+use crate::health::state::HealthStatus;
 use crate::metrics::ServiceSeries;
 use crate::spec::policy::{Policy, ProbeKind};
-use crate::spec::{BackendSpec, ServiceSpec};
+use crate::spec::{Admission, BackendSpec, PlatformHealth, ServiceSpec};
+
+/// How a backend stands, as operators see it (the admin API, the status page, `berth routes`):
+/// what the platform says (stopping, its own health check) comes before berth's probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// berth's probes decide (without a probe the backend is always up).
+    Probed(HealthStatus),
+    /// Its container is stopping: in-flight requests finish, new ones go elsewhere.
+    Draining,
+    /// The platform's own health check (Docker's `HEALTHCHECK`) holds it back.
+    Held(PlatformHealth),
+}
+
+impl Standing {
+    /// `healthy`, `unhealthy`, `starting` or `draining`: the `health` of `/api/routes`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Probed(status) => status.as_str(),
+            Standing::Draining => "draining",
+            Standing::Held(PlatformHealth::Starting) => "starting",
+            Standing::Held(PlatformHealth::Unhealthy) => "unhealthy",
+        }
+    }
+}
 
 pub struct Upstream {
     /// What the sources said.
@@ -101,6 +126,15 @@ impl Upstream {
 
     pub fn member(&self, index: MemberIndex) -> &Arc<Member> {
         &self.members[index as usize]
+    }
+
+    /// How the backend at `index` (of [`Self::members`], the order of `spec.backends`) stands.
+    pub fn standing(&self, index: usize) -> Standing {
+        match &self.spec.backends[index].admission {
+            Admission::Draining => Standing::Draining,
+            Admission::Held(platform) => Standing::Held(*platform),
+            Admission::Open => Standing::Probed(self.members[index].health.status()),
+        }
     }
 
     pub fn probe(&self) -> Option<&Arc<Probe>> {
