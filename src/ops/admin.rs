@@ -9,7 +9,7 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use super::lifecycle::Lifecycle;
-use super::{exposition, routes_api};
+use super::{admin_client, exposition, routes_api};
 use crate::config::MetricsDetail;
 use crate::metrics::Metrics;
 use crate::table::live::LiveTable;
@@ -60,17 +60,11 @@ impl Admin {
 }
 
 /// Connects to our own listener: the only proof that Pingora bound it.
-async fn accepts(mut addr: std::net::SocketAddr) -> bool {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
+async fn accepts(addr: std::net::SocketAddr) -> bool {
     matches!(
         tokio::time::timeout(
             Duration::from_millis(500),
-            tokio::net::TcpStream::connect(addr)
+            tokio::net::TcpStream::connect(admin_client::reachable(addr))
         )
         .await,
         Ok(Ok(_))

@@ -3,8 +3,11 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_client;
 pub mod exposition;
 pub mod lifecycle;
 pub mod logging;
+pub mod present;
 pub mod routes_api;
+pub mod routes_report;
 pub mod signals;
