@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::ops::admin::Admin;
 use crate::ops::lifecycle::Lifecycle;
 use crate::ops::signals::Signals;
+use crate::ops::traffic::{Sampler, Traffic};
 use crate::proxy::Proxy;
 use crate::sources::docker::DockerSource;
 use crate::sources::file::{self, FileSource};
@@ -249,6 +250,14 @@ fn add_admin(server: &mut Server, config: &Config, shared: &Shared) {
         return;
     };
     let listeners: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
+    // Without metrics nothing is counted, so there is no traffic to sample.
+    let traffic = admin.metrics.then(|| Arc::new(Traffic::default()));
+    if let Some(traffic) = &traffic {
+        server.add_service(background_service(
+            "traffic sampler",
+            Sampler::new(Arc::clone(traffic), Arc::clone(&shared.live)),
+        ));
+    }
     let mut service = Service::new(
         "admin".to_owned(),
         Admin::new(
@@ -257,6 +266,7 @@ fn add_admin(server: &mut Server, config: &Config, shared: &Shared) {
             admin.metrics.then(|| Arc::clone(&shared.metrics)),
             admin.metrics_detail,
             listeners,
+            traffic,
         ),
     );
     service.add_tcp(&admin.address.to_string());

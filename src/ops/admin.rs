@@ -1,7 +1,8 @@
-//! The admin listener: liveness, readiness, Prometheus metrics and the live route table.
+//! The admin listener: the status page, liveness, readiness, Prometheus metrics and the live
+//! route table. A router: each answer is written by its own module.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -9,6 +10,8 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use super::lifecycle::Lifecycle;
+use super::status_page::StatusPage;
+use super::traffic::Traffic;
 use super::{admin_client, exposition, routes_api};
 use crate::config::MetricsDetail;
 use crate::metrics::Metrics;
@@ -22,6 +25,9 @@ pub struct Admin {
     metrics_detail: MetricsDetail,
     /// The proxy listeners' addresses, for readiness.
     listeners: Vec<std::net::SocketAddr>,
+    status_page: StatusPage,
+    /// Last-minute traffic for the status page; `None` when metrics are off.
+    traffic: Option<Arc<Traffic>>,
 }
 
 impl Admin {
@@ -31,6 +37,7 @@ impl Admin {
         metrics: Option<Arc<Metrics>>,
         metrics_detail: MetricsDetail,
         listeners: Vec<std::net::SocketAddr>,
+        traffic: Option<Arc<Traffic>>,
     ) -> Self {
         Self {
             live,
@@ -38,6 +45,8 @@ impl Admin {
             metrics,
             metrics_detail,
             listeners,
+            status_page: StatusPage::new(SystemTime::now()),
+            traffic,
         }
     }
 
@@ -92,7 +101,7 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Vec<u8>> {
 fn not_found() -> Response<Vec<u8>> {
     text(
         StatusCode::NOT_FOUND,
-        "berth admin: /healthz /readyz /metrics /api/routes\n",
+        "berth admin: / /healthz /readyz /metrics /api/routes\n",
     )
 }
 
@@ -104,6 +113,19 @@ impl ServeHttp for Admin {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         }
         match req.uri.path() {
+            "/" => {
+                let html = self
+                    .status_page
+                    .render(&self.live.load_full(), self.traffic.as_deref());
+                let mut response = respond(StatusCode::OK, "text/html; charset=utf-8", html.into());
+                for (name, value) in self.status_page.headers() {
+                    response.headers_mut().insert(
+                        name,
+                        http::HeaderValue::from_str(value).expect("the page's headers are ASCII"),
+                    );
+                }
+                response
+            }
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => match self.readiness().await {
                 Ok(()) => text(StatusCode::OK, "ready\n"),
