@@ -2,29 +2,28 @@
 //! route table. A router: each answer is written by its own module.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
-use super::lifecycle::Lifecycle;
+use super::readiness::Readiness;
 use super::status_page::StatusPage;
 use super::traffic::Traffic;
-use super::{admin_client, exposition, routes_api};
+use super::{exposition, routes_api};
 use crate::config::MetricsDetail;
 use crate::metrics::Metrics;
 use crate::table::live::LiveTable;
 
+/// The admin listener's HTTP service.
 pub struct Admin {
     live: Arc<LiveTable>,
-    lifecycle: Arc<Lifecycle>,
+    readiness: Arc<Readiness>,
     /// `None` when metrics are off (`admin.metrics: false`).
     metrics: Option<Arc<Metrics>>,
     metrics_detail: MetricsDetail,
-    /// The proxy listeners' addresses, for readiness.
-    listeners: Vec<std::net::SocketAddr>,
     status_page: StatusPage,
     /// Last-minute traffic for the status page; `None` when metrics are off.
     traffic: Option<Arc<Traffic>>,
@@ -33,51 +32,20 @@ pub struct Admin {
 impl Admin {
     pub fn new(
         live: Arc<LiveTable>,
-        lifecycle: Arc<Lifecycle>,
+        readiness: Arc<Readiness>,
         metrics: Option<Arc<Metrics>>,
         metrics_detail: MetricsDetail,
-        listeners: Vec<std::net::SocketAddr>,
         traffic: Option<Arc<Traffic>>,
     ) -> Self {
         Self {
             live,
-            lifecycle,
+            readiness,
             metrics,
             metrics_detail,
-            listeners,
             status_page: StatusPage::new(SystemTime::now()),
             traffic,
         }
     }
-
-    /// Ready when every source's routes are loaded, berth is not shutting down, and a
-    /// listener accepts.
-    async fn readiness(&self) -> Result<(), String> {
-        if self.lifecycle.is_shutting_down() {
-            return Err("shutting down".into());
-        }
-        if !self.live.is_complete() {
-            return Err("routes are not loaded yet".into());
-        }
-        for listener in &self.listeners {
-            if accepts(*listener).await {
-                return Ok(());
-            }
-        }
-        Err("no listener accepts connections".into())
-    }
-}
-
-/// Connects to our own listener: the only proof that Pingora bound it.
-async fn accepts(addr: std::net::SocketAddr) -> bool {
-    matches!(
-        tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(admin_client::reachable(addr))
-        )
-        .await,
-        Ok(Ok(_))
-    )
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -127,7 +95,7 @@ impl ServeHttp for Admin {
                 response
             }
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" => match self.readiness().await {
+            "/readyz" => match self.readiness.check().await {
                 Ok(()) => text(StatusCode::OK, "ready\n"),
                 Err(why) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
