@@ -12,21 +12,8 @@ use std::time::Duration;
 use common::docker::*;
 use common::*;
 
-/// Whether Chromium can run; without it the test is skipped loudly, unless
-/// `BERTH_REQUIRE_CHROMIUM=1` (CI sets it), where it fails.
 fn chromium_available(test: &str) -> bool {
-    let found = Command::new("chromium")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("BERTH_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
-            "BERTH_REQUIRE_CHROMIUM=1 but `chromium --version` failed (apt-get install chromium)"
-        );
-        eprintln!("SKIPPED {test}: no chromium (apt-get install chromium); the browser tests were NOT run");
-    }
-    found
+    tool_available(test, "chromium", &["--version"])
 }
 
 /// Runs headless Chromium on `url` with a fresh profile and returns what it printed.
