@@ -71,7 +71,7 @@ impl StatusPage {
         let mut page = Html(String::with_capacity(
             8 * 1024 + upstreams.len() * 1_200 + backends * 500,
         ));
-        self.head(&mut page);
+        self.head(&mut page, &now);
         page.raw("<main id=\"status\">");
         summary(&mut page, upstreams, traffic.is_some(), &now);
         page.raw(TABLE_HEAD);
@@ -89,7 +89,7 @@ impl StatusPage {
         page.0
     }
 
-    fn head(&self, page: &mut Html) {
+    fn head(&self, page: &mut Html, now: &Now) {
         page.raw(HEAD_BEFORE_TITLE);
         page.raw("berth");
         if !self.host.is_empty() {
@@ -107,9 +107,7 @@ impl StatusPage {
         page.raw("</h1><span class=\"meta\">");
         page.text(env!("CARGO_PKG_VERSION"));
         page.raw(" · started ");
-        let up = SystemTime::now()
-            .duration_since(self.started)
-            .unwrap_or_default();
+        let up = now.wall.duration_since(self.started).unwrap_or_default();
         page.text(&age(up));
         page.raw(" ago</span>");
         page.raw(CONTROLS);
@@ -142,7 +140,7 @@ impl Html {
 
 /// Appends `text` with the characters HTML gives meaning to escaped; safe in element content
 /// and in double- or single-quoted attribute values.
-pub fn escape_into(out: &mut String, text: &str) {
+fn escape_into(out: &mut String, text: &str) {
     let mut done = 0;
     for (at, byte) in text.bytes().enumerate() {
         let entity = match byte {
