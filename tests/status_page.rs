@@ -292,7 +292,7 @@ fn screenshot(url: &str, path: &Path) {
         url,
         &[
             &format!("--screenshot={}", path.display()),
-            "--window-size=1400,1000",
+            "--window-size=1400,760",
         ],
     );
     let png = std::fs::read(path).expect("chromium wrote the screenshot");
