@@ -57,7 +57,7 @@ impl Gauge {
 /// bound in nanoseconds (as compared on record).
 pub struct Buckets {
     pub le: &'static [&'static str],
-    nanos: &'static [u64],
+    pub nanos: &'static [u64],
 }
 
 // Buckets cost a sample each, per service or per backend: a scrape of 30,000 backends must

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use super::{Feed, Source};
 use crate::config::{Config, ConfigError, ServiceEntry};
@@ -228,21 +228,31 @@ async fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// Watches the config file: reloads on SIGHUP (`reload`) and when its text changes.
+/// Watches the config file: reloads when asked (SIGHUP) and when its text changes.
 pub struct FileSource {
     path: PathBuf,
     /// The config berth started with: its restart-bound sections stay in force.
     running: Config,
-    reload: Arc<Notify>,
+    /// Reload requests, counted (each SIGHUP adds one).
+    requests: watch::Receiver<u64>,
+    /// The last request handled, for whoever asked (systemd hears `READY=1` after a reload).
+    handled: watch::Sender<u64>,
     metrics: Arc<Metrics>,
 }
 
 impl FileSource {
-    pub fn new(path: PathBuf, running: Config, reload: Arc<Notify>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        path: PathBuf,
+        running: Config,
+        requests: watch::Receiver<u64>,
+        handled: watch::Sender<u64>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             path,
             running,
-            reload,
+            requests,
+            handled,
             metrics,
         }
     }
@@ -307,9 +317,14 @@ impl Source for FileSource {
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             interval
         });
+        let mut requests = self.requests.clone();
         loop {
             tokio::select! {
-                _ = self.reload.notified() => self.reload(&feed, &mut seen, true).await,
+                Ok(()) = requests.changed() => {
+                    let request = *requests.borrow_and_update();
+                    self.reload(&feed, &mut seen, true).await;
+                    self.handled.send_replace(request);
+                }
                 _ = tick(&mut poll) => self.reload(&feed, &mut seen, false).await,
                 _ = shutdown.changed() => return,
             }
