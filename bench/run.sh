@@ -58,6 +58,9 @@ EOF
 }
 
 ALL_SCENARIOS="small 16k 1m close c100 c1000 sticky sticky-new metrics h2c"
+# Idle upstream connections each proxy may keep; above the largest client concurrency (1,000),
+# so no scenario measures connection churn to the backends (HAProxy's pool is unbounded).
+POOL=1024
 SMOKE=0
 RUNS=""
 DURATION=8
@@ -108,9 +111,6 @@ declare -A PORT=([direct]=$B1 [berth]=$((BASE + 101)) [berth-nometrics]=$((BASE 
 declare -A ADMIN=([berth]=$((BASE + 191)) [berth-nometrics]=$((BASE + 192)))
 SCALE_PORT=$((BASE + 111))
 SCALE_ADMIN=$((BASE + 193))
-# Idle upstream connections each proxy may keep; above the largest client concurrency (1,000),
-# so no scenario measures connection churn to the backends (HAProxy's pool is unbounded).
-POOL=1024
 # h2c scenario: connections x concurrent streams per connection.
 H2_CONNS=10
 H2_STREAMS=10
