@@ -35,8 +35,9 @@ Options:
   --duration S      seconds per run (default 8)
   --scenario NAME   one of: $ALL_SCENARIOS, scale (repeat or comma-separate; default: all)
   --profile         small scenario: syscalls and context switches per request of every proxy
-                    (perf stat), heap calls per request (uprobes) and perf profiles of berth
-                    and the floor; writes target/bench-profile/ (needs perf and root)
+                    (perf stat), heap calls per request and per call site (uprobes) and perf
+                    profiles of berth and the floor, side by side; writes
+                    target/bench-profile/ (needs perf and root)
   --no-build        use target/release/berth and target/release/examples/pingora_floor as
                     they are (or \$BERTH_BIN, \$FLOOR_BIN)
   --out FILE        results file for full runs (default bench/results-latest.md; the raw
@@ -808,6 +809,88 @@ perf_under_load() {
     wait $perf_pid || true
 }
 
+# alloc_sites TARGET EVENTS SECS: heap calls per request by site, at low load (wrk -c4 while
+# perf records every uprobe hit with a DWARF call graph). A site is the first source line of
+# the call stack in Pingora or in this project (not the allocator, std, http or bytes), so
+# sites compare across binaries however LTO inlined them. Prints "calls/request kind site
+# project-line", where project-line is the first line of src/ or examples/ on the stack.
+alloc_sites() {
+    local t=$1 events=$2 secs=$3 perf_pid
+    perf record -q -e "$events" --call-graph dwarf,8192 -m 16384 -p "${PID_OF[$t]}" \
+        -o "$TMP/alloc-sites-$t.data" -- sleep "$((secs + 4))" >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 3 # attaching takes a moment; every request wrk reports must fall inside the recording
+    taskset -c $LOAD_CPU wrk -t1 -c4 -d"${secs}s" -H "Host: $HOST" \
+        "http://127.0.0.1:${PORT[$t]}/" >"$TMP/alloc-sites-wrk-$t.txt"
+    wait $perf_pid || true
+    local lost
+    lost=$(perf report -i "$TMP/alloc-sites-$t.data" --stats 2>/dev/null |
+        awk '/LOST_SAMPLES events:/ {n += $3} END {print n + 0}')
+    echo "# $t: $(awk '/requests in/ {print $1}' "$TMP/alloc-sites-wrk-$t.txt") requests, $lost samples lost"
+    perf script -i "$TMP/alloc-sites-$t.data" -F event,ip,sym,srcline --inline \
+        --full-source-path 2>/dev/null |
+        awk -v n="$(awk '/requests in/ {print $1}' "$TMP/alloc-sites-wrk-$t.txt")" -v root="$ROOT/" '
+            function short(p) {
+                sub(/ \(inlined\)$/, "", p)
+                sub(/^.*\/registry\/src\/[^\/]*\//, "", p)
+                if (index(p, root) == 1) p = substr(p, length(root) + 1)
+                return p
+            }
+            /^[^ \t]|^ [^ ]/ {
+                split($1, e, ":"); kind = e[2]; sub(/^mi_/, "", kind); sub(/_aligned$/, "", kind)
+                site = ""; own = ""; skip = 0
+                next
+            }
+            /^\t/ { next }
+            /^  / && kind != "" {
+                line = $1
+                # The line after mimalloc'"'"'s GlobalAlloc impl is the #[global_allocator] static.
+                if (line ~ /\/mimalloc-[0-9.]+\/src\//) { skip = 1; next }
+                if (skip) { skip = 0; next }
+                if (site == "" && (line ~ /\/pingora-[a-z-]+-[0-9.]+\/src\// || index(line, root) == 1))
+                    site = short(line)
+                if (own == "" && (index(line, root "src/") == 1 || index(line, root "examples/") == 1))
+                    own = short(line)
+                next
+            }
+            /^$/ && kind != "" {
+                count[kind " " (site == "" ? "?" : site) " " (own == "" ? "-" : own)]++
+                kind = ""
+            }
+            END { for (k in count) printf "%.3f %s\n", count[k] / n, k }' | sort -rn
+}
+
+# alloc_sites_diff BERTH_SITES FLOOR_SITES: sites side by side, largest difference first.
+alloc_sites_diff() {
+    {
+        echo "# heap calls per request by site (kind: malloc, realloc, zalloc), small scenario at"
+        echo "# wrk -c4; a site is the first source line in Pingora or this project on the call"
+        echo "# stack, and the last column the first line of berth's src/ (or the floor's example)"
+        grep -h '^#' "$1" "$2"
+        echo "#  berth   floor    diff kind    site                                          berth/floor line"
+        awk '
+            FNR == 1 { f++ }
+            /^#/ { next }
+            {
+                k = $2 " " $3
+                v[f, k] += $1
+                keys[k] = 1
+                # Project lines behind at least 1 call in 20 requests (not a stray health check).
+                if ($4 != "-" && $1 >= 0.05) own[k] = own[k] (own[k] == "" ? "" : ",") $4
+            }
+            END {
+                for (k in keys) {
+                    d = v[1, k] - v[2, k]
+                    if (d < 0.02 && d > -0.02) continue
+                    split(k, p, " ")
+                    printf "%8.2f %7.2f %+7.2f %-7s %-45s %s\n", v[1, k], v[2, k], d, p[1], p[2], own[k]
+                }
+            }' "$1" "$2" | sort -k3,3gr
+        awk '!/^#/ {t += $1} END {printf "# total berth %.2f\n", t}' "$1"
+        awk '!/^#/ {t += $1} END {printf "# total floor %.2f\n", t}' "$2"
+    }
+}
+
 # The Pingora programs whose heap calls and CPU profiles --profile takes, side by side.
 PROFILED=(berth floor)
 
@@ -858,12 +941,18 @@ profile_proxies() {
         start_loaded "$t"
         perf_under_load "$t" "$((secs + 1))" "$secs" "$TMP/allocs-wrk-$t.txt" \
             stat -x, -e "$(IFS=,; echo "${probes[*]}")" -p "${PID_OF[$t]}" -o "$TMP/allocs-$t.csv"
-        stop_proxies
-        perf probe -q -d "probe_$t:*" >/dev/null 2>&1 || true
         awk -F, -v t="$t" -v n="$(awk '/requests in/ {print $1}' "$TMP/allocs-wrk-$t.txt")" '
             /^[0-9]/ { sub(/^probe_[a-z]+:/, "", $3); printf "%-6s %-18s %.2f\n", t, $3, $1 / n }' \
             "$TMP/allocs-$t.csv" >>"$out_dir/profile-allocs.txt"
+        alloc_sites "$t" "$(IFS=,; echo "${probes[*]}")" "$secs" >"$TMP/alloc-sites-$t.txt" ||
+            log "profile: heap call sites of $t failed"
+        stop_proxies
+        perf probe -q -d "probe_$t:*" >/dev/null 2>&1 || true
     done
+    if [ -s "$TMP/alloc-sites-berth.txt" ] && [ -s "$TMP/alloc-sites-floor.txt" ]; then
+        alloc_sites_diff "$TMP/alloc-sites-berth.txt" "$TMP/alloc-sites-floor.txt" \
+            >"$out_dir/profile-alloc-sites.txt"
+    fi
 
     # 3. Where the CPU time goes. Self time per symbol and crate from frame-pointer samples
     #    (cheap, so the run is close to an unprofiled one); inclusive time per function from
@@ -923,7 +1012,7 @@ profile_proxies() {
         cp "$TMP/perf-$t-fp.data" "$TMP/perf-$t-dwarf.data" "$out_dir/" 2>/dev/null || true
     done
     grep -E '^#|berth::' "$TMP/report-children-berth.txt" >"$out_dir/profile-berth.txt" || true
-    log "profile written to $out_dir/profile-{syscalls,allocs}.txt, profile-{crates,self,children}-{berth,floor}.txt and profile-berth.txt (berth's own functions)"
+    log "profile written to $out_dir/profile-{syscalls,allocs,alloc-sites}.txt, profile-{crates,self,children}-{berth,floor}.txt and profile-berth.txt (berth's own functions)"
 }
 
 # --- main --------------------------------------------------------------------------------------
