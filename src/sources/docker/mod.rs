@@ -26,7 +26,7 @@ use super::engine::{self, Ended, EngineSession};
 use super::{Feed, Source};
 use crate::config::DockerConfig;
 use crate::spec::{PlatformHealth, SourceKind};
-use labels::{build_snapshot, short_id, Instance};
+use labels::{asks_for_routes, build_snapshot, short_id, Instance};
 
 pub struct DockerSource {
     config: DockerConfig,
@@ -38,12 +38,7 @@ impl DockerSource {
     }
 
     fn routed(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.keys().any(|k| {
-            self.config
-                .label_prefixes
-                .iter()
-                .any(|p| routing_label(k, p))
-        })
+        asks_for_routes(labels, &self.config.label_prefixes)
     }
 }
 
@@ -290,12 +285,6 @@ fn stops(signal: Option<&String>) -> bool {
     )
 }
 
-fn routing_label(key: &str, prefix: &str) -> bool {
-    key.strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix(".routing."))
-        .is_some()
-}
-
 /// What berth needs from `docker inspect`; `None` for a container that is not running (or
 /// is paused: it cannot answer).
 fn instance(inspect: ContainerInspectResponse) -> Option<Instance> {
@@ -325,6 +314,7 @@ fn instance(inspect: ContainerInspectResponse) -> Option<Instance> {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_owned(),
+        placement: None,
         labels: inspect
             .config
             .and_then(|c| c.labels)
@@ -350,13 +340,5 @@ mod tests {
             assert!(!stops(Some(&signal.to_string())), "{signal}");
         }
         assert!(stops(None));
-    }
-
-    #[test]
-    fn routing_labels_are_recognised_under_any_prefix() {
-        assert!(routing_label("aliyun.routing.port_80", "aliyun"));
-        assert!(routing_label("berth.routing.port_80", "berth"));
-        assert!(!routing_label("aliyun.probe.url", "aliyun"));
-        assert!(!routing_label("berthx.routing.port_80", "berth"));
     }
 }
