@@ -56,10 +56,11 @@ impl Source for DockerSource {
 #[async_trait]
 impl EngineSession for DockerSource {
     async fn session(&self, feed: &Feed, shutdown: &mut ShutdownWatch, listed: &mut bool) -> Ended {
-        let docker = match engine::connect(self.config.endpoint.as_deref()).await {
-            Ok(docker) => docker,
-            Err(e) => return Ended::Lost(e),
-        };
+        let docker =
+            match engine::connect(self.config.endpoint.as_deref(), engine::CALL_TIMEOUT).await {
+                Ok(docker) => docker,
+                Err(e) => return Ended::Lost(e),
+            };
         // Subscribed before the list, so nothing falls between the two.
         let mut events = engine::events(&docker, &["container", "network"]);
         let mut watch = Watch::new(self, feed, docker);
