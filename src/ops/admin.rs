@@ -118,11 +118,20 @@ fn upstream_json(upstream: &Upstream) -> Value {
                     "duration_ms": p.duration.as_secs_f64() * 1000.0,
                 })
             });
+            let task = member.identity.placement.as_ref().map(|p| {
+                json!({
+                    "service": p.service,
+                    "id": p.task_id,
+                    "slot": p.slot,
+                    "node": p.node,
+                })
+            });
             json!({
                 "address": member.addr.to_string(),
                 "weight": backend.weight,
                 "container_id": member.identity.id,
                 "container_name": member.identity.name,
+                "task": task,
                 "health": health,
                 "routable": member.routable(),
                 "in_flight": member.in_flight(),

@@ -28,16 +28,34 @@ use crate::config::DockerConfig;
 use crate::spec::{PlatformHealth, SourceKind};
 use labels::{asks_for_routes, build_snapshot, short_id, Instance};
 
+/// The label Docker puts on the container of every Swarm task.
+const SWARM_TASK_LABEL: &str = "com.docker.swarm.task.id";
+
 pub struct DockerSource {
     config: DockerConfig,
+    /// Whether containers of Swarm tasks are left to the Swarm source.
+    skip_swarm_tasks: bool,
 }
 
 impl DockerSource {
     pub fn new(config: DockerConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            skip_swarm_tasks: false,
+        }
+    }
+
+    /// Leaves the containers of Swarm tasks to the Swarm source: a task is routed once, with
+    /// its service's labels and its overlay address, never a second time as a container.
+    pub fn without_swarm_tasks(mut self) -> Self {
+        self.skip_swarm_tasks = true;
+        self
     }
 
     fn routed(&self, labels: &BTreeMap<String, String>) -> bool {
+        if self.skip_swarm_tasks && labels.contains_key(SWARM_TASK_LABEL) {
+            return false;
+        }
         asks_for_routes(labels, &self.config.label_prefixes)
     }
 }
