@@ -6,6 +6,7 @@
 pub mod docker;
 pub mod image;
 pub mod raw_backend;
+pub mod swarm;
 pub mod traffic;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
