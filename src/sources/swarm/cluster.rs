@@ -170,6 +170,13 @@ impl Cluster {
     /// rollback, and for [`SETTLE`] after a change while some task is not running yet (scale
     /// up, a replacement after a crash or a lost node).
     pub fn converging(&self, now: Instant) -> Vec<String> {
+        // Per service: how many of its tasks meant to run there are, and whether all run.
+        let mut tasks: HashMap<&str, (u64, bool)> = HashMap::new();
+        for task in self.tasks.values() {
+            let entry = tasks.entry(task.service_id.as_str()).or_insert((0, true));
+            entry.0 += 1;
+            entry.1 &= task.running();
+        }
         let mut converging: Vec<String> = self
             .services
             .values()
@@ -179,24 +186,15 @@ impl Cluster {
                     .touched
                     .get(&service.spec.name)
                     .is_some_and(|at| now.saturating_duration_since(*at) < SETTLE);
-                service.updating() || (recent && !self.settled(service))
+                // Every task meant to run runs, and as many as the service asks for.
+                let (count, running) = tasks.get(service.id.as_str()).copied().unwrap_or((0, true));
+                let settled = running && service.replicas().is_none_or(|r| count >= r);
+                service.updating() || (recent && !settled)
             })
             .map(|service| service.id.clone())
             .collect();
         converging.sort();
         converging
-    }
-
-    /// Every task of the service meant to run is running, and as many as it asks for.
-    fn settled(&self, service: &Service) -> bool {
-        let mut count = 0;
-        for task in self.tasks.values().filter(|t| t.service_id == service.id) {
-            if !task.running() {
-                return false;
-            }
-            count += 1;
-        }
-        service.replicas().is_none_or(|replicas| count >= replicas)
     }
 
     /// The backends to publish now, and warnings for the log. Tasks that left since the last

@@ -122,6 +122,7 @@ impl SwarmSource {
                         return Ended::Lost(format!("re-list failed: {e}"));
                     }
                     resync.reset();
+                    poll.reset();
                     watch.publish();
                 }
                 _ = poll.tick(), if !converging.is_empty() => {
@@ -137,6 +138,7 @@ impl SwarmSource {
                     if let Err(e) = watch.list().await {
                         return Ended::Lost(format!("resync failed: {e}"));
                     }
+                    poll.reset();
                     watch.publish();
                 }
                 _ = shutdown.changed() => return Ended::Shutdown,
