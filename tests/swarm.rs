@@ -118,7 +118,7 @@ impl Watcher {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_is_routed_once_by_service_or_container_labels() {
-    let _serial = serial();
+    let _serial = serial().await;
     if !available("every_replica_is_routed_once") {
         return;
     }
@@ -205,7 +205,7 @@ async fn every_replica_is_routed_once_by_service_or_container_labels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_2_4_1_then_service_rm() {
-    let _serial = serial();
+    let _serial = serial().await;
     if !available("scale_2_4_1_then_service_rm") {
         return;
     }
@@ -264,7 +264,7 @@ async fn scale_2_4_1_then_service_rm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_fails_no_request() {
-    let _serial = serial();
+    let _serial = serial().await;
     if !available("a_rolling_restart_under_load") {
         return;
     }
@@ -315,7 +315,7 @@ async fn rolling_restart(swarm: &Swarm, berth: &SwarmBerth, label: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_probe_takes_a_task_out_of_rotation() {
-    let _serial = serial();
+    let _serial = serial().await;
     if !available("a_failing_probe_takes_a_task_out") {
         return;
     }
@@ -361,7 +361,7 @@ async fn a_failing_probe_takes_a_task_out_of_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_file_deploys_the_acsrouting_example() {
-    let _serial = serial();
+    let _serial = serial().await;
     if !available("the_stack_file_deploys_the_acsrouting_example") {
         return;
     }
@@ -455,7 +455,7 @@ async fn the_stack_file_deploys_the_acsrouting_example() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn across_three_nodes_a_rolling_update_and_a_lost_manager() {
-    let _serial = serial();
+    let _serial = serial().await;
     if !available("across_three_nodes") {
         return;
     }

@@ -7,7 +7,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{admin_get, image, repo_path, wait_for};
@@ -38,12 +37,11 @@ discovery:
   swarm: { enabled: true, debounce: 20ms }
 "#;
 
-/// The Swarm tests take turns: two cores, and the timings they report matter.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The Swarm tests take turns: two cores, and the timings they report matter. (An async lock:
+/// each test holds it across its awaits, and a failed test must not poison it for the others.)
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 /// Whether the Swarm tests can run here: root, iproute2, util-linux, dockerd and
