@@ -105,7 +105,7 @@ impl Endpoints {
             let host = &self.hosts[index];
             let attempt = async {
                 let docker = connect(Some(host), limit).await?;
-                let raw = RawGet::new(host, &docker)?;
+                let raw = RawGet::new(host, &docker);
                 accept(&raw).await?;
                 Ok::<_, String>(Connected {
                     docker,
@@ -143,7 +143,7 @@ enum Transport {
 }
 
 impl RawGet {
-    pub fn new(host: &str, docker: &Docker) -> Result<RawGet, String> {
+    pub fn new(host: &str, docker: &Docker) -> RawGet {
         let version = docker.client_version();
         let version = format!("/v{}.{}", version.major_version, version.minor_version);
         let transport = if is_tcp(host) {
@@ -155,7 +155,7 @@ impl RawGet {
             let client = Client::builder(TokioExecutor::new()).build(UnixConnector);
             Transport::Unix(client, socket)
         };
-        Ok(RawGet { transport, version })
+        RawGet { transport, version }
     }
 
     /// `GET path_and_query` (e.g. `/tasks?filters=...`) parsed as `T`, within `limit`.

@@ -1,8 +1,7 @@
 //! Route sources: each turns something outside berth (the config file, a Docker engine, a
-//! Swarm manager) into
-//! [`Snapshot`]s, and nothing else. A source knows nothing of the control plane: it runs as a
-//! background task and publishes through its [`Feed`]; the control plane reads every feed, in
-//! precedence order, when any of them changes.
+//! Swarm manager) into [`Snapshot`]s, and nothing else. A source knows nothing of the control
+//! plane: it runs as a background task and publishes through its [`Feed`]; the control plane
+//! reads every feed, in precedence order, when any of them changes.
 
 pub mod docker;
 pub mod engine;

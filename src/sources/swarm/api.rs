@@ -159,9 +159,9 @@ pub struct Task {
     /// Empty until the task is scheduled.
     #[serde(rename = "NodeID", default)]
     pub node_id: String,
-    /// Set for replicated services.
+    /// Set for replicated services (see [`Task::slot`]).
     #[serde(default)]
-    pub slot: Option<u64>,
+    pub(super) slot: Option<u64>,
     /// `running`, or `shutdown`/`remove` once the orchestrator decided to stop it: that is
     /// visible ~3 s before the container gets SIGTERM.
     pub desired_state: String,
@@ -216,6 +216,11 @@ pub struct NetworkSpec {
 }
 
 impl Task {
+    /// Its replica number; `None` for a task of a global service (slot 0 or none).
+    pub fn slot(&self) -> Option<u64> {
+        self.slot.filter(|slot| *slot > 0)
+    }
+
     pub fn running(&self) -> bool {
         self.status.state == "running"
     }
@@ -338,7 +343,7 @@ pub mod tests {
     #[test]
     fn a_task_gives_its_overlay_address_never_the_ingress_one() {
         let task: Task = serde_json::from_str(TASK).unwrap();
-        assert_eq!(task.slot, Some(1));
+        assert_eq!(task.slot(), Some(1));
         assert!(task.running() && !task.desired_running());
         assert_eq!(task.container_id().map(|id| id.len()), Some(64));
         let addresses: Vec<_> = task.addresses().collect();
@@ -367,6 +372,7 @@ pub mod tests {
         assert_eq!(task.container_id(), None);
         assert_eq!(task.addresses().count(), 0);
         assert_eq!(task.node_id, "");
+        assert_eq!(task.slot(), None, "a global service's task");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::api::{Labels, Node, Service, Task};
-use crate::sources::docker::labels::{asks_for_routes, short_id, Instance};
+use crate::sources::docker::labels::{asks_for_routes, Instance};
 use crate::spec::Placement;
 
 /// How long a task that is leaving keeps serving when every other backend of its service
@@ -233,7 +233,7 @@ impl Cluster {
             );
         }
         for (id, left) in std::mem::take(&mut self.routed) {
-            if current.contains_key(&id) || self.held.contains_key(&id) {
+            if current.contains_key(&id) {
                 continue;
             }
             let alive =
@@ -282,7 +282,7 @@ impl Cluster {
         warnings: &mut Vec<String>,
     ) -> Option<Instance> {
         let service_name = &service.spec.name;
-        let name = match task.slot {
+        let name = match task.slot() {
             Some(slot) => format!("{service_name}.{slot}.{}", task.id),
             None => format!("{service_name}.{}.{}", task.node_id, task.id),
         };
@@ -295,9 +295,8 @@ impl Cluster {
         if shared.is_empty() && !all.is_empty() {
             let on: Vec<&str> = all.iter().map(|(_, network, _)| *network).collect();
             warnings.push(format!(
-                "task {name} ({}) shares no network with berth (it is on: {}); attach berth \
-                 to one of them to route it",
-                short_id(&task.id),
+                "task {name} shares no network with berth (it is on: {}); attach berth to one \
+                 of them to route it",
                 on.join(", ")
             ));
             return None;
@@ -308,7 +307,7 @@ impl Cluster {
             placement: Some(Placement {
                 service: service_name.clone(),
                 task_id: task.id.clone(),
-                slot: task.slot,
+                slot: task.slot(),
                 node: self
                     .nodes
                     .get(&task.node_id)

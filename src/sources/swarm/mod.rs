@@ -9,7 +9,7 @@
 //! - lists services, the tasks meant to run and nodes (3 calls) on connect, 50 ms after any
 //!   service or node event, and every `resync_interval` (5 s);
 //! - re-lists the tasks of every converging service every `poll_interval` (500 ms): a rolling
-//!   update's later steps and new tasks starting emit no event ([`cluster::Cluster::converging`]);
+//!   update's later steps and new tasks starting emit no event (`cluster::Cluster::converging`);
 //! - routes a task while it runs and is meant to run, and drains it the moment it is no longer
 //!   meant to: 2.5 s or more before its SIGTERM.
 //!
