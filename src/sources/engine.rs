@@ -30,7 +30,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The endpoint to talk to: the configured one, else `DOCKER_HOST`, else the local socket.
-pub fn endpoint_or_default(endpoint: Option<&str>) -> String {
+fn endpoint_or_default(endpoint: Option<&str>) -> String {
     endpoint
         .map(str::to_owned)
         .or_else(|| std::env::var("DOCKER_HOST").ok())
@@ -41,8 +41,9 @@ fn is_tcp(host: &str) -> bool {
     host.starts_with("tcp://") || host.starts_with("http://")
 }
 
-/// Connects to `endpoint` (see [`endpoint_or_default`]) and agrees on an API version with the
-/// engine (Debian's engine speaks 1.41, older than bollard's default) within `limit`.
+/// Connects to `endpoint` (else `DOCKER_HOST`, else the local socket) and agrees on an API
+/// version with the engine (Debian's engine speaks 1.41, older than bollard's default) within
+/// `limit`.
 pub async fn connect(endpoint: Option<&str>, limit: Duration) -> Result<Docker, String> {
     let host = endpoint_or_default(endpoint);
     // The events stream lives for hours: bollard's per-request timeout must not end it.
@@ -78,7 +79,7 @@ pub struct Connected {
 }
 
 impl Endpoints {
-    /// `hosts` in order of preference; none means [`endpoint_or_default`].
+    /// `hosts` in order of preference; none means `DOCKER_HOST`, else the local socket.
     pub fn new(hosts: &[String]) -> Endpoints {
         let hosts = if hosts.is_empty() {
             vec![endpoint_or_default(None)]
@@ -131,7 +132,7 @@ impl Endpoints {
 
 /// Plain JSON GETs on the engine a [`Docker`] talks to, in its negotiated API version, into
 /// berth's own models: for what bollard's models leave out (bollard 0.21's `Task` has no
-/// `NetworksAttachments`, a Swarm task's addresses) or parse too strictly for older engines.
+/// `NetworksAttachments`, a Swarm task's addresses).
 pub struct RawGet {
     transport: Transport,
     version: String,
