@@ -46,6 +46,33 @@ fn wait_routable(berth: &SwarmBerth, service: &str, count: usize, timeout: Durat
     );
 }
 
+/// A single-node swarm running `web` (2 replicas, [`WEB`] labels) and berth routing both; the
+/// fields drop in order: berth, the swarm, then the test's turn.
+struct OneNode {
+    berth: SwarmBerth,
+    swarm: Swarm,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// [`OneNode`], or `None` when the Swarm tests cannot run here (see [`available`]).
+async fn one_node_with_web(test: &str) -> Option<OneNode> {
+    let serial = serial().await;
+    if !available(test) {
+        return None;
+    }
+    let swarm = Swarm::up(1, 1);
+    let mut web = WEB.to_vec();
+    web.extend(["--replicas", "2"]);
+    swarm.create_service("web", &web);
+    let berth = swarm.berth(BERTH_CONFIG, &[]);
+    wait_routable(&berth, "web.local", 2, Duration::from_secs(30));
+    Some(OneNode {
+        berth,
+        swarm,
+        _serial: serial,
+    })
+}
+
 /// Requests through berth in a loop until stopped: when each replica first answered, and every
 /// request that did not get a 200 from a replica.
 struct Watcher {
@@ -205,16 +232,10 @@ async fn every_replica_is_routed_once_by_service_or_container_labels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_2_4_1_then_service_rm() {
-    let _serial = serial().await;
-    if !available("scale_2_4_1_then_service_rm") {
+    let Some(setup) = one_node_with_web("scale_2_4_1_then_service_rm").await else {
         return;
-    }
-    let swarm = Swarm::up(1, 1);
-    let mut web = WEB.to_vec();
-    web.extend(["--replicas", "2"]);
-    swarm.create_service("web", &web);
-    let berth = swarm.berth(BERTH_CONFIG, &[]);
-    wait_routable(&berth, "web.local", 2, Duration::from_secs(30));
+    };
+    let (swarm, berth) = (&setup.swarm, &setup.berth);
     let watcher = Watcher::start(berth.url("/"), "web.local");
     wait_for("both replicas answer", Duration::from_secs(10), || {
         watcher.seen().len() == 2
@@ -235,7 +256,7 @@ async fn scale_2_4_1_then_service_rm() {
         .unwrap();
     timing("scale_up_to_first_routed_request", first_new - scaled);
     timing("scale_up_to_all_routed", scaled.elapsed());
-    wait_routable(&berth, "web.local", 4, Duration::from_secs(10));
+    wait_routable(berth, "web.local", 4, Duration::from_secs(10));
 
     let scaled = Instant::now();
     swarm.docker_ok(1, &["service", "scale", "-d", "web=1"]);
@@ -264,17 +285,11 @@ async fn scale_2_4_1_then_service_rm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_fails_no_request() {
-    let _serial = serial().await;
-    if !available("a_rolling_restart_under_load") {
+    let Some(setup) = one_node_with_web("a_rolling_restart_under_load").await else {
         return;
-    }
-    let swarm = Swarm::up(1, 1);
-    let mut web = WEB.to_vec();
-    web.extend(["--replicas", "2"]);
-    swarm.create_service("web", &web);
-    let berth = swarm.berth(BERTH_CONFIG, &[]);
-    wait_routable(&berth, "web.local", 2, Duration::from_secs(30));
-    rolling_restart(&swarm, &berth, "").await;
+    };
+    let (swarm, berth) = (&setup.swarm, &setup.berth);
+    rolling_restart(swarm, berth, "").await;
 }
 
 /// `docker service update --force` (stop-first, one task at a time) under steady keep-alive and
@@ -315,16 +330,10 @@ async fn rolling_restart(swarm: &Swarm, berth: &SwarmBerth, label: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_probe_takes_a_task_out_of_rotation() {
-    let _serial = serial().await;
-    if !available("a_failing_probe_takes_a_task_out") {
+    let Some(setup) = one_node_with_web("a_failing_probe_takes_a_task_out").await else {
         return;
-    }
-    let swarm = Swarm::up(1, 1);
-    let mut web = WEB.to_vec();
-    web.extend(["--replicas", "2"]);
-    swarm.create_service("web", &web);
-    let berth = swarm.berth(BERTH_CONFIG, &[]);
-    wait_routable(&berth, "web.local", 2, Duration::from_secs(30));
+    };
+    let (swarm, berth) = (&setup.swarm, &setup.berth);
     let backends = berth.backends("web.local");
     let sick = backends[0]["container_id"].as_str().unwrap().to_owned();
     let well = backends[1]["container_id"].as_str().unwrap().to_owned();

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{admin_get, image, repo_path, wait_for};
+use super::{admin_get, api_routes, image, repo_path, wait_for};
 
 /// The busybox image the harness imports on every node.
 pub const BUSYBOX: &str = "berth-test-busybox:latest";
@@ -301,9 +301,7 @@ impl SwarmBerth {
 
     /// `GET /api/routes`, parsed.
     pub fn routes(&self) -> serde_json::Value {
-        let (status, body) = admin_get(self.admin, "/api/routes").expect("admin answers");
-        assert_eq!(status, 200);
-        serde_json::from_str(&body).unwrap()
+        api_routes(self.admin)
     }
 
     pub fn metrics(&self) -> String {
