@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# berth against nginx and HAProxy on one core each, plus the backend directly (the upper bound).
+# berth against the floor (a bare Pingora proxy), nginx and HAProxy on one core each, plus the
+# backend directly (the upper bound).
 #
 #   bench/run.sh                      full run: every scenario, writes bench/results-latest.md
 #   bench/run.sh --smoke              seconds; one short run of the small scenario (CI)
 #   bench/run.sh --scenario small --runs 7 --duration 10
 #   bench/run.sh --scenario scale     10,000 services / 30,000 backends: start, RSS, /metrics, reload
-#   bench/run.sh --profile            syscalls/request of all three, berth's allocations and profile
+#   bench/run.sh --profile            syscalls/request of all four, allocations and profiles of
+#                                     berth and the floor
 #   bench/run.sh --scenario small --variant sysalloc:bin=/tmp/berth-sysalloc --variant pool16:pool=16
 #                                     berth variants (levers) in the same interleaved runs
 #
@@ -13,7 +15,9 @@
 # and two nginx backends (one worker each) pinned to CPU 1. Runs are interleaved (A B C A B C ...) so drift hits every proxy
 # alike. The fair figure is the proxy's CPU time per request (user+system time of its whole
 # process tree from /proc/PID/stat, divided by the requests wrk completed): req/s alone is capped
-# by CPU 1, which the load generator and the backends share. See bench/RESULTS.md.
+# by CPU 1, which the load generator and the backends share. The floor
+# (examples/pingora_floor.rs, built like berth) is what Pingora itself costs: berth's figures
+# divided by the floor's are berth's own overhead. See bench/RESULTS.md.
 #
 # Only ever sends load to 127.0.0.1.
 set -euo pipefail
@@ -22,7 +26,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
 Options:
@@ -31,9 +35,11 @@ Options:
   --duration S      seconds per run (default 8)
   --scenario NAME   one of: $ALL_SCENARIOS, scale (repeat or comma-separate; default: all)
   --profile         small scenario: syscalls and context switches per request of every proxy
-                    (perf stat), berth's heap calls per request (uprobes) and a perf profile
-                    of berth; writes target/bench-profile/ (needs perf and root)
-  --no-build        use target/release/berth as it is (or \$BERTH_BIN)
+                    (perf stat), heap calls per request and per call site (uprobes) and perf
+                    profiles of berth and the floor, side by side; writes
+                    target/bench-profile/ (needs perf and root)
+  --no-build        use target/release/berth and target/release/examples/pingora_floor as
+                    they are (or \$BERTH_BIN, \$FLOOR_BIN)
   --out FILE        results file for full runs (default bench/results-latest.md; the raw
                     per-run figures go next to it as .tsv)
   --variant NAME:SPEC
@@ -46,12 +52,16 @@ Options:
   -h, --help        this text
 
 Environment: BENCH_PORT_BASE (default 18000; ports BASE+81..BASE+301 on 127.0.0.1),
-BERTH_BIN (a prebuilt binary), BERTH_LOG (berth's RUST_LOG, default warn), KEEP_TMP=1 (keep
-the generated configs, logs and wrk outputs), SCALE_SERVICES (default 10000).
+BERTH_BIN and FLOOR_BIN (prebuilt binaries of berth and the floor), BERTH_LOG (berth's
+RUST_LOG, default warn), KEEP_TMP=1 (keep the generated configs, logs and wrk outputs),
+SCALE_SERVICES (default 10000).
 EOF
 }
 
 ALL_SCENARIOS="small 16k 1m close c100 c1000 sticky sticky-new metrics h2c"
+# Idle upstream connections each proxy may keep; above the largest client concurrency (1,000),
+# so no scenario measures connection churn to the backends (HAProxy's pool is unbounded).
+POOL=1024
 SMOKE=0
 RUNS=""
 DURATION=8
@@ -98,13 +108,10 @@ BASE=${BENCH_PORT_BASE:-18000}
 B1=$((BASE + 81))
 B2=$((BASE + 82))
 declare -A PORT=([direct]=$B1 [berth]=$((BASE + 101)) [berth-nometrics]=$((BASE + 102))
-    [nginx]=$((BASE + 201)) [haproxy]=$((BASE + 301)))
+    [floor]=$((BASE + 103)) [nginx]=$((BASE + 201)) [haproxy]=$((BASE + 301)))
 declare -A ADMIN=([berth]=$((BASE + 191)) [berth-nometrics]=$((BASE + 192)))
 SCALE_PORT=$((BASE + 111))
 SCALE_ADMIN=$((BASE + 193))
-# Idle upstream connections each proxy may keep; above the largest client concurrency (1,000),
-# so no scenario measures connection churn to the backends (HAProxy's pool is unbounded).
-POOL=1024
 # h2c scenario: connections x concurrent streams per connection.
 H2_CONNS=10
 H2_STREAMS=10
@@ -151,7 +158,7 @@ install_missing() {
     command -v h2load >/dev/null || missing+=(nghttp2-client)
     command -v curl >/dev/null || missing+=(curl)
     command -v taskset >/dev/null || missing+=(util-linux)
-    if [ "$BUILD" = 1 ] && [ -z "${BERTH_BIN:-}" ]; then
+    if [ "$BUILD" = 1 ] && { [ -z "${BERTH_BIN:-}" ] || [ -z "${FLOOR_BIN:-}" ]; }; then
         command -v cmake >/dev/null || missing+=(cmake) # libz-ng-sys, via pingora-core
     fi
     if [ "$PROFILE" = 1 ]; then
@@ -171,11 +178,20 @@ export PATH="$PATH:/usr/sbin:/sbin"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 BERTH=${BERTH_BIN:-$ROOT/target/release/berth}
+FLOOR=${FLOOR_BIN:-$ROOT/target/release/examples/pingora_floor}
 if [ "$BUILD" = 1 ] && [ -z "${BERTH_BIN:-}" ]; then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release --quiet)
 fi
+# The floor is an example of this package: the same release profile applies (its source sets
+# the same allocator). A separate cargo run, because examples bring in the dev-dependencies,
+# whose features (hyper's http2, serde's alloc) would otherwise change berth's build.
+if [ "$BUILD" = 1 ] && [ -z "${FLOOR_BIN:-}" ]; then
+    log "cargo build --release --example pingora_floor"
+    (cd "$ROOT" && cargo build --release --quiet --example pingora_floor)
+fi
 [ -x "$BERTH" ] || die "$BERTH not found (build it, or drop --no-build)"
+[ -x "$FLOOR" ] || die "$FLOOR not found (build it, or drop --no-build)"
 for t in "${VARIANTS[@]}"; do
     [ -z "${BIN_OF[$t]:-}" ] || [ -x "${BIN_OF[$t]}" ] || die "$t: ${BIN_OF[$t]} not found"
 done
@@ -187,6 +203,13 @@ if [ "$BUILD" = 1 ] && [ -z "${BERTH_BIN:-}" ]; then
 else
     BERTH_DESC="prebuilt $BERTH ($(date -u -r "$BERTH" '+%Y-%m-%d %H:%M UTC'))"
 fi
+if [ "$BUILD" = 1 ] && [ -z "${FLOOR_BIN:-}" ]; then
+    FLOOR_DESC="examples/pingora_floor.rs at commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    (cd "$ROOT" && git diff --quiet HEAD -- examples Cargo.toml Cargo.lock 2>/dev/null) ||
+        FLOOR_DESC="$FLOOR_DESC with uncommitted changes to examples/Cargo.*"
+else
+    FLOOR_DESC="prebuilt $FLOOR ($(date -u -r "$FLOOR" '+%Y-%m-%d %H:%M UTC'))"
+fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench.XXXXXX")
 chmod 755 "$TMP" # nginx workers run as nobody and serve files from here
@@ -194,7 +217,10 @@ PIDS=()
 
 cleanup() {
     local rc=$?
-    if [ "$PROFILE" = 1 ]; then perf probe -q -d 'probe_berth:*' >/dev/null 2>&1 || true; fi
+    if [ "$PROFILE" = 1 ]; then
+        perf probe -q -d 'probe_berth:*' >/dev/null 2>&1 || true
+        perf probe -q -d 'probe_floor:*' >/dev/null 2>&1 || true
+    fi
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -327,6 +353,13 @@ start_proxy() {
             RUST_LOG=${BERTH_LOG:-warn} start $PROXY_CPU "$target" "${BIN_OF[$target]:-$BERTH}" \
                 serve --config "$cfg"
             ;;
+        floor)
+            # No stickiness, health checks or metrics: that is the point of it.
+            local h2c_arg=()
+            [ "$h2c" = 1 ] && h2c_arg=(--h2c)
+            start $PROXY_CPU floor "$FLOOR" --listen "127.0.0.1:${PORT[floor]}" \
+                --route "$HOST=127.0.0.1:$B1,127.0.0.1:$B2" --pool "$POOL" "${h2c_arg[@]}"
+            ;;
         nginx)
             mkdir -p "$TMP/nginx-proxy-tmp"
             cfg="$TMP/nginx-proxy.conf"
@@ -453,7 +486,7 @@ declare -A RSS_KB=()
 
 # run_scenario NAME: starts its proxies, runs the interleaved wrk runs, records peak RSS.
 run_scenario() {
-    local scen=$1 path=/ conns=50 sticky=0 h2c=0 runs targets=(direct berth nginx haproxy) extra=()
+    local scen=$1 path=/ conns=50 sticky=0 h2c=0 runs targets=(direct berth floor nginx haproxy) extra=()
     case "$scen" in
         small) ;;
         16k) path=/16k.bin ;;
@@ -461,10 +494,10 @@ run_scenario() {
         close) extra=(-H "Connection: close") ;;
         c100) conns=100 ;;
         c1000) conns=1000 ;;
-        sticky | sticky-new) sticky=1 targets=(direct berth haproxy) ;;
-        metrics) targets=(direct berth berth-nometrics nginx) ;;
+        sticky | sticky-new) sticky=1 targets=(direct berth floor haproxy) ;;
+        metrics) targets=(direct berth berth-nometrics floor nginx) ;;
         # The backends speak only HTTP/1.1, so there is no direct figure.
-        h2c) h2c=1 conns=$((H2_CONNS * H2_STREAMS)) targets=(berth nginx haproxy) ;;
+        h2c) h2c=1 conns=$((H2_CONNS * H2_STREAMS)) targets=(berth floor nginx haproxy) ;;
     esac
     if [ ${#VARIANTS[@]} -gt 0 ]; then
         local with=() t
@@ -483,7 +516,10 @@ run_scenario() {
     declare -A cookie_hdr=()
     for t in "${targets[@]}"; do
         cookie_hdr[$t]=""
-        if [ "$scen" = sticky ] && [ "$t" != direct ]; then
+        if [ "$scen" = sticky ] && [ "$t" = floor ]; then
+            # The floor has no stickiness; berth's cookie keeps its requests the same bytes.
+            cookie_hdr[$t]=${cookie_hdr[berth]}
+        elif [ "$scen" = sticky ] && [ "$t" != direct ]; then
             local c
             c=$(sticky_cookie_of "$t")
             [ -n "$c" ] || die "$t set no SRV cookie"
@@ -569,12 +605,17 @@ report_scenario() {
     echo "(median, and the best run in parentheses); *noise* is the worst run's CPU $PROXY_CPU time not spent by"
     echo "the proxy / steal time of both vCPUs, in % of wall time."
     echo
-    echo "| target | req/s | spread (min-max) | p50 | p99 | CPU/req (best) | user / sys | LB CPU busy | peak RSS | req/s x nginx | CPU/req x nginx | req/s x direct | errors | noise |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    local nginx_rps nginx_cpu direct_rps
-    nginx_rps=0 nginx_cpu=0
-    [[ " ${TARGETS_OF[$scen]} " == *" nginx "* ]] && nginx_rps=$(runs_median "$scen" nginx '$5')
-    [[ " ${TARGETS_OF[$scen]} " == *" nginx "* ]] && nginx_cpu=$(runs_median "$scen" nginx '($8 + $9) / $4 * 1e6')
+    echo "| target | req/s | spread (min-max) | p50 | p99 | CPU/req (best) | user / sys | LB CPU busy | peak RSS | req/s x nginx | CPU/req x nginx | req/s x floor | CPU/req x floor | req/s x direct | errors | noise |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local nginx_rps=0 nginx_cpu=0 floor_rps=0 floor_cpu=0 direct_rps
+    if [[ " ${TARGETS_OF[$scen]} " == *" nginx "* ]]; then
+        nginx_rps=$(runs_median "$scen" nginx '$5')
+        nginx_cpu=$(runs_median "$scen" nginx '($8 + $9) / $4 * 1e6')
+    fi
+    if [[ " ${TARGETS_OF[$scen]} " == *" floor "* ]]; then
+        floor_rps=$(runs_median "$scen" floor '$5')
+        floor_cpu=$(runs_median "$scen" floor '($8 + $9) / $4 * 1e6')
+    fi
     direct_rps=$(runs_median "$scen" direct '$5')
     for t in ${TARGETS_OF[$scen]}; do
         local rps mn mx p50 p99 cpu best usr sys busy rss err noise name=$t
@@ -593,7 +634,7 @@ report_scenario() {
         if [ "$t" = direct ]; then
             name="direct (backend 1, no proxy)"
             cpu="-" usr="-" busy="-"
-            echo "| $name | $(printf %.0f "$rps") | $(printf %.0f "$mn")-$(printf %.0f "$mx") | $(fmt_us "$p50") | $(fmt_us "$p99") | - | - | - | $rss (backend) | $(ratio "$rps" "$nginx_rps") | - | 1.00 | $err | $noise |"
+            echo "| $name | $(printf %.0f "$rps") | $(printf %.0f "$mn")-$(printf %.0f "$mx") | $(fmt_us "$p50") | $(fmt_us "$p99") | - | - | - | $rss (backend) | $(ratio "$rps" "$nginx_rps") | - | $(ratio "$rps" "$floor_rps") | - | 1.00 | $err | $noise |"
             continue
         fi
         cpu=$(runs_median "$scen" "$t" '($8 + $9) / $4 * 1e6')
@@ -606,14 +647,19 @@ report_scenario() {
             berth) [ "$scen" = metrics ] && name="berth (metrics on)" ;;
             berth-nometrics) name="berth (metrics off)" ;;
             berth-*) name="$t (${SPEC_OF[$t]})" ;;
+            floor) name="floor (bare Pingora)" ;;
         esac
-        printf '| %s | %.0f | %.0f-%.0f | %s | %s | %.1f us (%.1f) | %.1f / %.1f | %.0f%% | %s | %s | %s | %s | %s | %s |\n' \
+        printf '| %s | %.0f | %.0f-%.0f | %s | %s | %.1f us (%.1f) | %.1f / %.1f | %.0f%% | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
             "$name" "$rps" "$mn" "$mx" "$(fmt_us "$p50")" "$(fmt_us "$p99")" "$cpu" "$best" "$usr" "$sys" \
             "$busy" "$rss" "$(ratio "$rps" "$nginx_rps")" "$(ratio "$cpu" "$nginx_cpu")" \
+            "$(ratio "$rps" "$floor_rps")" "$(ratio "$cpu" "$floor_cpu")" \
             "$(ratio "$rps" "$direct_rps")" "$err" "$noise"
     done
     if [ "$scen" = sticky ] || [ "$scen" = sticky-new ]; then
-        echo "| nginx | n/a: open-source nginx has no cookie stickiness | | | | | | | | | | | | |"
+        echo "| nginx | n/a: open-source nginx has no cookie stickiness | | | | | | | | | | | | | | |"
+        echo
+        echo "The floor has no stickiness: it proxies the same requests round robin, so *x floor* is what"
+        echo "berth's stickiness and the rest of berth cost together."
     fi
 }
 
@@ -642,7 +688,7 @@ scale_bench() {
     }' >"$cfg"
     log "scale: $(wc -c <"$cfg") bytes of YAML; starting berth"
     t0=$(now_ms)
-    RUST_LOG=warn,berth::controller=debug start $PROXY_CPU scale "$BERTH" serve --config "$cfg"
+    RUST_LOG=warn,berth::control=debug start $PROXY_CPU scale "$BERTH" serve --config "$cfg"
     pid=$STARTED
     local code=""
     for _ in $(seq 6000); do
@@ -763,7 +809,92 @@ perf_under_load() {
     wait $perf_pid || true
 }
 
-profile_berth() {
+# alloc_sites TARGET EVENTS SECS: heap calls per request by site, at low load (wrk -c4 while
+# perf records every uprobe hit with a DWARF call graph). A site is the first source line of
+# the call stack in Pingora or in this project (not the allocator, std, http or bytes), so
+# sites compare across binaries however LTO inlined them. Prints "calls/request kind site
+# project-line", where project-line is the first line of src/ or examples/ on the stack.
+alloc_sites() {
+    local t=$1 events=$2 secs=$3 perf_pid
+    perf record -q -e "$events" --call-graph dwarf,8192 -m 16384 -p "${PID_OF[$t]}" \
+        -o "$TMP/alloc-sites-$t.data" -- sleep "$((secs + 4))" >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 3 # attaching takes a moment; every request wrk reports must fall inside the recording
+    taskset -c $LOAD_CPU wrk -t1 -c4 -d"${secs}s" -H "Host: $HOST" \
+        "http://127.0.0.1:${PORT[$t]}/" >"$TMP/alloc-sites-wrk-$t.txt"
+    wait $perf_pid || true
+    local lost
+    lost=$(perf report -i "$TMP/alloc-sites-$t.data" --stats 2>/dev/null |
+        awk '/LOST_SAMPLES events:/ {n += $3} END {print n + 0}')
+    echo "# $t: $(awk '/requests in/ {print $1}' "$TMP/alloc-sites-wrk-$t.txt") requests, $lost samples lost"
+    perf script -i "$TMP/alloc-sites-$t.data" -F event,ip,sym,srcline --inline \
+        --full-source-path 2>/dev/null |
+        awk -v n="$(awk '/requests in/ {print $1}' "$TMP/alloc-sites-wrk-$t.txt")" -v root="$ROOT/" '
+            function short(p) {
+                sub(/ \(inlined\)$/, "", p)
+                sub(/^.*\/registry\/src\/[^\/]*\//, "", p)
+                if (index(p, root) == 1) p = substr(p, length(root) + 1)
+                return p
+            }
+            /^[^ \t]|^ [^ ]/ {
+                split($1, e, ":"); kind = e[2]; sub(/^mi_/, "", kind); sub(/_aligned$/, "", kind)
+                site = ""; own = ""; skip = 0
+                next
+            }
+            /^\t/ { next }
+            /^  / && kind != "" {
+                line = $1
+                # The line after mimalloc'"'"'s GlobalAlloc impl is the #[global_allocator] static.
+                if (line ~ /\/mimalloc-[0-9.]+\/src\//) { skip = 1; next }
+                if (skip) { skip = 0; next }
+                if (site == "" && (line ~ /\/pingora-[a-z-]+-[0-9.]+\/src\// || index(line, root) == 1))
+                    site = short(line)
+                if (own == "" && (index(line, root "src/") == 1 || index(line, root "examples/") == 1))
+                    own = short(line)
+                next
+            }
+            /^$/ && kind != "" {
+                count[kind " " (site == "" ? "?" : site) " " (own == "" ? "-" : own)]++
+                kind = ""
+            }
+            END { for (k in count) printf "%.3f %s\n", count[k] / n, k }' | sort -rn
+}
+
+# alloc_sites_diff BERTH_SITES FLOOR_SITES: sites side by side, largest difference first.
+alloc_sites_diff() {
+    {
+        echo "# heap calls per request by site (kind: malloc, realloc, zalloc), small scenario at"
+        echo "# wrk -c4; a site is the first source line in Pingora or this project on the call"
+        echo "# stack, and the last column the first line of berth's src/ (or the floor's example)"
+        grep -h '^#' "$1" "$2"
+        echo "#  berth   floor    diff kind    site                                          berth/floor line"
+        awk '
+            FNR == 1 { f++ }
+            /^#/ { next }
+            {
+                k = $2 " " $3
+                v[f, k] += $1
+                keys[k] = 1
+                # Project lines behind at least 1 call in 20 requests (not a stray health check).
+                if ($4 != "-" && $1 >= 0.05) own[k] = own[k] (own[k] == "" ? "" : ",") $4
+            }
+            END {
+                for (k in keys) {
+                    d = v[1, k] - v[2, k]
+                    if (d < 0.02 && d > -0.02) continue
+                    split(k, p, " ")
+                    printf "%8.2f %7.2f %+7.2f %-7s %-45s %s\n", v[1, k], v[2, k], d, p[1], p[2], own[k]
+                }
+            }' "$1" "$2" | sort -k3,3gr
+        awk '!/^#/ {t += $1} END {printf "# total berth %.2f\n", t}' "$1"
+        awk '!/^#/ {t += $1} END {printf "# total floor %.2f\n", t}' "$2"
+    }
+}
+
+# The Pingora programs whose heap calls and CPU profiles --profile takes, side by side.
+PROFILED=(berth floor)
+
+profile_proxies() {
     command -v perf >/dev/null || die "perf not found"
     local out_dir=${PROFILE_DIR:-$ROOT/target/bench-profile} secs=$((DURATION < 5 ? DURATION : 5))
     mkdir -p "$out_dir"
@@ -778,7 +909,7 @@ profile_berth() {
         for c in $calls; do printf ' %s' "$c"; done
         echo
     } >"$out_dir/profile-syscalls.txt"
-    for t in berth nginx haproxy; do
+    for t in berth floor nginx haproxy; do
         start_loaded "$t"
         pids=$(tree "${PID_OF[$t]}" | paste -sd,)
         perf_under_load "$t" "$DURATION" "$((DURATION - 1))" "$TMP/stat-wrk-$t.txt" \
@@ -796,80 +927,92 @@ profile_berth() {
             }' "$TMP/stat-$t.csv" >>"$out_dir/profile-syscalls.txt"
     done
 
-    # 2. Heap allocations per request in berth: uprobes on mimalloc's entry points (Rust's
+    # 2. Heap calls per request: uprobes (group probe_TARGET) on mimalloc's entry points (Rust's
     #    MiMalloc allocator calls the *_aligned ones). Skipped if uprobes are unavailable.
-    local probes=() f
-    for f in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned; do
-        perf probe -q -x "$BERTH" --add "$f" >/dev/null 2>&1 && probes+=("probe_berth:$f")
-    done
-    if [ ${#probes[@]} -gt 0 ]; then
-        start_loaded berth
-        perf_under_load berth "$((secs + 1))" "$secs" "$TMP/allocs-wrk.txt" \
-            stat -x, -e "$(IFS=,; echo "${probes[*]}")" -p "${PID_OF[berth]}" -o "$TMP/allocs.csv"
+    echo "# heap calls per request (uprobes slow the proxy down; counts are exact)" \
+        >"$out_dir/profile-allocs.txt"
+    for t in "${PROFILED[@]}"; do
+        local probes=() f bin=$BERTH
+        [ "$t" = floor ] && bin=$FLOOR
+        for f in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned; do
+            perf probe -q -x "$bin" --add "probe_$t:$f=$f" >/dev/null 2>&1 && probes+=("probe_$t:$f")
+        done
+        [ ${#probes[@]} -gt 0 ] || continue
+        start_loaded "$t"
+        perf_under_load "$t" "$((secs + 1))" "$secs" "$TMP/allocs-wrk-$t.txt" \
+            stat -x, -e "$(IFS=,; echo "${probes[*]}")" -p "${PID_OF[$t]}" -o "$TMP/allocs-$t.csv"
+        awk -F, -v t="$t" -v n="$(awk '/requests in/ {print $1}' "$TMP/allocs-wrk-$t.txt")" '
+            /^[0-9]/ { sub(/^probe_[a-z]+:/, "", $3); printf "%-6s %-18s %.2f\n", t, $3, $1 / n }' \
+            "$TMP/allocs-$t.csv" >>"$out_dir/profile-allocs.txt"
+        alloc_sites "$t" "$(IFS=,; echo "${probes[*]}")" "$secs" >"$TMP/alloc-sites-$t.txt" ||
+            log "profile: heap call sites of $t failed"
         stop_proxies
-        perf probe -q -d 'probe_berth:*' >/dev/null 2>&1 || true
-        awk -F, -v n="$(awk '/requests in/ {print $1}' "$TMP/allocs-wrk.txt")" '
-            BEGIN { print "# berth heap calls per request (uprobes slow berth down; counts are exact)" }
-            /^[0-9]/ { sub(/^probe_berth:/, "", $3); printf "%s %.2f\n", $3, $1 / n }' \
-            "$TMP/allocs.csv" >"$out_dir/profile-allocs.txt"
+        perf probe -q -d "probe_$t:*" >/dev/null 2>&1 || true
+    done
+    if [ -s "$TMP/alloc-sites-berth.txt" ] && [ -s "$TMP/alloc-sites-floor.txt" ]; then
+        alloc_sites_diff "$TMP/alloc-sites-berth.txt" "$TMP/alloc-sites-floor.txt" \
+            >"$out_dir/profile-alloc-sites.txt"
     fi
 
-    # 3. Where berth's CPU time goes. Self time per symbol and crate from frame-pointer samples
-    #    (cheap, so the run is close to an unprofiled one); inclusive time of berth's own hooks
-    #    from DWARF call graphs (Rust code has no frame pointers).
-    start_loaded berth
-    local mode
-    for mode in fp dwarf; do
-        local callgraph=(-F 2999 -g)
-        # shellcheck disable=SC2054 # "dwarf,16384" is one argument
-        [ $mode = dwarf ] && callgraph=(-F 999 --call-graph dwarf,16384)
-        log "profile: perf record ($mode) on berth (${PID_OF[berth]}) for ${secs}s of the small scenario"
-        perf_under_load berth "$secs" "$((secs + 1))" "$TMP/profile-wrk-$mode.txt" \
-            record -e cpu-clock "${callgraph[@]}" -p "${PID_OF[berth]}" -o "$TMP/perf-$mode.data"
-    done
-    stop_proxies
-    # (Whole reports first, then trimmed: `head` on a pipe would SIGPIPE under pipefail.)
-    perf report -i "$TMP/perf-fp.data" --no-children --sort dso,sym --stdio -g none \
-        >"$TMP/report-self.txt" 2>/dev/null || true
-    grep -v '^$' "$TMP/report-self.txt" | sed -n '1,120p' >"$out_dir/profile-self.txt"
-    perf report -i "$TMP/perf-dwarf.data" --children --sort sym --stdio -g none --no-inline \
-        >"$TMP/report-children.txt" 2>/dev/null || true
-    grep -v '^$' "$TMP/report-children.txt" | sed -n '1,200p' >"$out_dir/profile-children.txt"
-    grep -E '^#|berth::' "$TMP/report-children.txt" >"$out_dir/profile-berth.txt" || true
-    perf script -i "$TMP/perf-fp.data" 2>/dev/null >"$TMP/perf.script" || true
-    # Self time by crate: the crate of each sample's innermost frame. Generic code (core, alloc)
-    # and inlined callees count where they were compiled, so this is approximate.
-    awk '
-        /^[^ \t]/ { leaf = 1; next }
-        leaf && NF >= 2 {
-            leaf = 0
-            dso = $NF
-            sym = $2
-            for (i = 3; i < NF; i++) sym = sym " " $i
-            sub(/\+0x[0-9a-f]+$/, "", sym)
-            if (dso ~ /kernel/) c = "[kernel]"
-            else if (dso ~ /vdso/) c = "[vdso] clock_gettime"
-            else if (dso ~ /libc/) c = "libc (memmove, syscall stubs)"
-            else if (sym ~ /^_?mi_/) c = "mimalloc"
-            else if (sym ~ /^\[unknown\]/) c = "[unknown]"
-            else {
-                s = sym
-                while (s ~ /^</) s = substr(s, 2)
-                sub(/^(&mut |&|\*const |\*mut |dyn )/, "", s)
-                if (match(s, /^[A-Za-z0-9_]+ as /)) s = substr(s, RLENGTH + 1)
-                split(s, p, "::")
-                c = p[1]
+    # 3. Where the CPU time goes. Self time per symbol and crate from frame-pointer samples
+    #    (cheap, so the run is close to an unprofiled one); inclusive time per function from
+    #    DWARF call graphs (Rust code has no frame pointers).
+    for t in "${PROFILED[@]}"; do
+        start_loaded "$t"
+        local mode
+        for mode in fp dwarf; do
+            local callgraph=(-F 2999 -g)
+            # shellcheck disable=SC2054 # "dwarf,16384" is one argument
+            [ $mode = dwarf ] && callgraph=(-F 999 --call-graph dwarf,16384)
+            log "profile: perf record ($mode) on $t (${PID_OF[$t]}) for ${secs}s of the small scenario"
+            perf_under_load "$t" "$secs" "$((secs + 1))" "$TMP/profile-wrk-$t-$mode.txt" \
+                record -e cpu-clock "${callgraph[@]}" -p "${PID_OF[$t]}" -o "$TMP/perf-$t-$mode.data"
+        done
+        stop_proxies
+        # (Whole reports first, then trimmed: `head` on a pipe would SIGPIPE under pipefail.)
+        perf report -i "$TMP/perf-$t-fp.data" --no-children --sort dso,sym --stdio -g none \
+            >"$TMP/report-self-$t.txt" 2>/dev/null || true
+        grep -v '^$' "$TMP/report-self-$t.txt" | sed -n '1,120p' >"$out_dir/profile-self-$t.txt"
+        perf report -i "$TMP/perf-$t-dwarf.data" --children --sort sym --stdio -g none --no-inline \
+            >"$TMP/report-children-$t.txt" 2>/dev/null || true
+        grep -v '^$' "$TMP/report-children-$t.txt" | sed -n '1,200p' \
+            >"$out_dir/profile-children-$t.txt"
+        perf script -i "$TMP/perf-$t-fp.data" 2>/dev/null >"$TMP/perf-$t.script" || true
+        # Self time by crate: the crate of each sample's innermost frame. Generic code (core,
+        # alloc) and inlined callees count where they were compiled, so this is approximate.
+        awk '
+            /^[^ \t]/ { leaf = 1; next }
+            leaf && NF >= 2 {
+                leaf = 0
+                dso = $NF
+                sym = $2
+                for (i = 3; i < NF; i++) sym = sym " " $i
+                sub(/\+0x[0-9a-f]+$/, "", sym)
+                if (dso ~ /kernel/) c = "[kernel]"
+                else if (dso ~ /vdso/) c = "[vdso] clock_gettime"
+                else if (dso ~ /libc/) c = "libc (memmove, syscall stubs)"
+                else if (sym ~ /^_?mi_/) c = "mimalloc"
+                else if (sym ~ /^\[unknown\]/) c = "[unknown]"
+                else {
+                    s = sym
+                    while (s ~ /^</) s = substr(s, 2)
+                    sub(/^(&mut |&|\*const |\*mut |dyn )/, "", s)
+                    if (match(s, /^[A-Za-z0-9_]+ as /)) s = substr(s, RLENGTH + 1)
+                    split(s, p, "::")
+                    c = p[1]
+                }
+                n[c]++
+                total++
             }
-            n[c]++
-            total++
-        }
-        /^$/ { leaf = 0 }
-        END { for (c in n) printf "%6.2f%%  %s\n", 100 * n[c] / total, c }
-    ' "$TMP/perf.script" | sort -rn >"$TMP/crates.txt"
-    sed -n '1,25p' "$TMP/crates.txt" >"$out_dir/profile-crates.txt"
-    log "profile: $(grep Requests/sec "$TMP/profile-wrk-fp.txt") (fp), $(grep Requests/sec "$TMP/profile-wrk-dwarf.txt") (dwarf)"
-    log "profile written to $out_dir/profile-{syscalls,allocs,crates,self,children,berth}.txt"
-    cp "$TMP/perf-fp.data" "$TMP/perf-dwarf.data" "$out_dir/" 2>/dev/null || true
+            /^$/ { leaf = 0 }
+            END { for (c in n) printf "%6.2f%%  %s\n", 100 * n[c] / total, c }
+        ' "$TMP/perf-$t.script" | sort -rn >"$TMP/crates-$t.txt"
+        sed -n '1,25p' "$TMP/crates-$t.txt" >"$out_dir/profile-crates-$t.txt"
+        log "profile: $t $(grep Requests/sec "$TMP/profile-wrk-$t-fp.txt") (fp), $(grep Requests/sec "$TMP/profile-wrk-$t-dwarf.txt") (dwarf)"
+        cp "$TMP/perf-$t-fp.data" "$TMP/perf-$t-dwarf.data" "$out_dir/" 2>/dev/null || true
+    done
+    grep -E '^#|berth::' "$TMP/report-children-berth.txt" >"$out_dir/profile-berth.txt" || true
+    log "profile written to $out_dir/profile-{syscalls,allocs,alloc-sites}.txt, profile-{crates,self,children}-{berth,floor}.txt and profile-berth.txt (berth's own functions)"
 }
 
 # --- main --------------------------------------------------------------------------------------
@@ -877,6 +1020,7 @@ profile_berth() {
 machine() {
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- berth: $BERTH_DESC, release profile"
+    echo "- floor (bare Pingora): $FLOOR_DESC, release profile"
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
     echo "- tools: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}')"
     echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -890,7 +1034,7 @@ machine() {
 start_backends
 
 if [ "$PROFILE" = 1 ]; then
-    profile_berth
+    profile_proxies
 fi
 
 RESULTS="$TMP/results.md"

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of berth's own per-request work: host normalisation, route lookup, backend
-//! selection, sticky-cookie parsing and metrics recording.
+//! selection, sticky-cookie parsing and metrics recording; and of what the admin listener
+//! renders from a large table (the `/metrics` exposition, the status page).
 //!
 //! The end-to-end harness (`bench/run.sh`) measures the whole proxy, where Pingora and the kernel
 //! dominate; these isolate berth's share so a regression in it shows up here first, in
@@ -17,6 +18,8 @@ use berth::config::{ListenerConfig, MetricsDetail};
 use berth::health::probe::ProbeCache;
 use berth::metrics::{Metrics, ServerSeries, ServiceSeries};
 use berth::ops::exposition;
+use berth::ops::status_page::StatusPage;
+use berth::ops::traffic::Traffic;
 use berth::proxy::cookie::find_in_header;
 use berth::spec::hostname::{normalize_request_host, MAX_HOST_LEN};
 use berth::spec::policy::{Algorithm, HealthCheckLayer, ProbeKind};
@@ -279,6 +282,25 @@ fn bench_metrics(c: &mut Criterion) {
             b.iter(|| exposition::render(&table, &metrics, detail).len())
         });
     }
+    group.finish();
+
+    // The status page of the same table, with a minute of traffic sampled for every service.
+    let traffic = Traffic::default();
+    let now = std::time::Instant::now();
+    traffic.record(
+        &table,
+        now.checked_sub(Duration::from_secs(60)).unwrap_or(now),
+        false,
+    );
+    let page = StatusPage::new(std::time::SystemTime::now());
+    let bytes = page.render(&table, Some(&traffic)).len();
+    println!("status page, 1,000 services / 3,000 backends: {bytes} bytes");
+    let mut group = c.benchmark_group("status_page_1000_services_3000_backends");
+    group.sample_size(20);
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("render", |b| {
+        b.iter(|| page.render(&table, Some(&traffic)).len())
+    });
     group.finish();
 }
 

@@ -5,7 +5,6 @@
 //! services, and a shutdown signal of the caller's choosing, so a scripted source can drive a
 //! real berth in-process.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_core::services::ServiceWithDependents;
 use pingora_proxy::ProxyServiceBuilder;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
 use crate::control::prober::Prober;
@@ -24,7 +23,10 @@ use crate::control::Controller;
 use crate::metrics::Metrics;
 use crate::ops::admin::Admin;
 use crate::ops::lifecycle::Lifecycle;
+use crate::ops::readiness::Readiness;
 use crate::ops::signals::Signals;
+use crate::ops::systemd::{self, ReadyNotifier};
+use crate::ops::traffic::{Sampler, Traffic};
 use crate::proxy::Proxy;
 use crate::sources::docker::DockerSource;
 use crate::sources::file::{self, FileSource};
@@ -50,8 +52,11 @@ struct Shared {
     live: Arc<LiveTable>,
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
-    /// Notified on SIGHUP: the file source reloads.
-    reload: Arc<Notify>,
+    readiness: Arc<Readiness>,
+    /// Reload requests, counted (SIGHUP adds one); the file source reads them.
+    reload: watch::Sender<u64>,
+    /// The last reload request the file source has finished.
+    reloaded: watch::Receiver<u64>,
 }
 
 impl App {
@@ -95,11 +100,21 @@ impl App {
 
     fn run_with(self, signal: Option<Box<dyn ShutdownSignalWatch>>) -> Result<(), String> {
         check_bindable(&self.config)?;
+        let live = Arc::new(LiveTable::default());
+        let lifecycle = Arc::new(Lifecycle::default());
+        let (reload, _) = watch::channel(0);
+        let (reloaded_tx, reloaded) = watch::channel(0);
         let shared = Shared {
-            live: Arc::new(LiveTable::default()),
-            lifecycle: Arc::new(Lifecycle::default()),
+            readiness: Arc::new(Readiness::new(
+                Arc::clone(&live),
+                Arc::clone(&lifecycle),
+                self.config.listeners.iter().map(|l| l.address).collect(),
+            )),
+            live,
+            lifecycle,
             metrics: Metrics::new(),
-            reload: Arc::new(Notify::new()),
+            reload,
+            reloaded,
         };
         shared.metrics.config_reload(true);
         if self.config.server.access_log {
@@ -115,6 +130,7 @@ impl App {
             self.file_snapshot,
             self.extra_sources,
             &shared,
+            reloaded_tx,
         );
         let (readers, wake) = add_sources(&mut server, sources, &shared);
         let controller = Controller::start(
@@ -130,6 +146,12 @@ impl App {
         ));
         add_listeners(&mut server, &config, &shared);
         add_admin(&mut server, &config, &shared);
+        if systemd::expected() {
+            server.add_service(background_service(
+                "systemd readiness",
+                ReadyNotifier::new(Arc::clone(&shared.readiness), Arc::clone(&shared.live)),
+            ));
+        }
         for service in extra_services {
             server.add_boxed_service(service);
         }
@@ -144,6 +166,7 @@ impl App {
             None => Box::new(Signals::new(
                 shared.lifecycle,
                 shared.reload,
+                shared.reloaded,
                 grace,
                 server.watch_execution_phase(),
             )),
@@ -190,6 +213,7 @@ fn sources(
     file_snapshot: Snapshot,
     extra: Vec<Box<dyn Source>>,
     shared: &Shared,
+    reloaded: watch::Sender<u64>,
 ) -> Vec<(Box<dyn Source>, Option<Snapshot>)> {
     let swarm = config
         .swarm
@@ -206,7 +230,8 @@ fn sources(
     let file = FileSource::new(
         path,
         config,
-        Arc::clone(&shared.reload),
+        shared.reload.subscribe(),
+        reloaded,
         Arc::clone(&shared.metrics),
     );
     let mut sources: Vec<(Box<dyn Source>, Option<Snapshot>)> =
@@ -263,15 +288,22 @@ fn add_admin(server: &mut Server, config: &Config, shared: &Shared) {
     let Some(admin) = &config.admin else {
         return;
     };
-    let listeners: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
+    // Without metrics nothing is counted, so there is no traffic to sample.
+    let traffic = admin.metrics.then(|| Arc::new(Traffic::default()));
+    if let Some(traffic) = &traffic {
+        server.add_service(background_service(
+            "traffic sampler",
+            Sampler::new(Arc::clone(traffic), Arc::clone(&shared.live)),
+        ));
+    }
     let mut service = Service::new(
         "admin".to_owned(),
         Admin::new(
             Arc::clone(&shared.live),
-            Arc::clone(&shared.lifecycle),
+            Arc::clone(&shared.readiness),
             admin.metrics.then(|| Arc::clone(&shared.metrics)),
             admin.metrics_detail,
-            listeners,
+            traffic,
         ),
     );
     service.add_tcp(&admin.address.to_string());

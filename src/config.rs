@@ -27,7 +27,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Service policy for every service that does not set its own (file and Docker alike).
     pub defaults: PolicyLayer,
-    /// The file's own services, as written.
+    /// The file's own services, as written; emptied once the file source has turned them
+    /// into its snapshot.
     pub services: Vec<ServiceEntry>,
     pub docker: DockerConfig,
     pub swarm: SwarmConfig,
@@ -65,7 +66,7 @@ pub enum MetricsDetail {
     /// Every series, per-backend latency and probe-duration histograms included.
     #[default]
     Full,
-    /// Per-service series in full; per backend only counters and gauges.
+    /// Per-service series in full; per backend only whether it is up and who it is.
     Service,
 }
 

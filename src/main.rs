@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pingora_core::server::configuration::ServerConf;
@@ -10,7 +11,8 @@ use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
 
 use berth::app::App;
-use berth::config::Config;
+use berth::ops::admin_client;
+use berth::ops::routes_report::{self, Verdict};
 use berth::sources::file;
 use berth::whoami::Whoami;
 
@@ -59,6 +61,22 @@ enum Command {
         #[arg(long, env = "BERTH_CONFIG")]
         config: PathBuf,
     },
+    /// Show a running berth's live routes; exit 2 when a service has no routable backend (its
+    /// requests get 503), 1 when berth cannot be asked.
+    Routes {
+        /// The admin listener, `host:port` (default: the `admin.address` of `--config`).
+        #[arg(long)]
+        admin: Option<String>,
+        /// The running berth's config file, to find its admin listener.
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print `/api/routes` as it is (JSON).
+        #[arg(long)]
+        json: bool,
+        /// One row per backend too: health, weight, container, last probe.
+        #[arg(short, long)]
+        verbose: bool,
+    },
     /// Two whoami backends and berth in front of them, no Docker needed.
     Demo {
         #[arg(long, default_value = "conf/demo.yaml")]
@@ -82,6 +100,12 @@ fn main() -> ExitCode {
         Command::Demo { config } => berth::demo::demo(config),
         Command::Check { config } => check(&config),
         Command::Healthcheck { config } => healthcheck(&config),
+        Command::Routes {
+            admin,
+            config,
+            json,
+            verbose,
+        } => return routes(admin, config, json, verbose),
         Command::Whoami {
             listen,
             name,
@@ -127,36 +151,37 @@ fn check(path: &std::path::Path) -> Result<(), String> {
 }
 
 fn healthcheck(path: &std::path::Path) -> Result<(), String> {
-    use std::io::{Read, Write};
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    let admin = config
-        .admin
-        .ok_or("the config has no admin listener to check")?;
-    let mut addr = admin.address;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let timeout = std::time::Duration::from_secs(3);
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("admin listener {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("admin listener {addr}: {e}"))?;
-    let mut reply = String::new();
-    stream
-        .read_to_string(&mut reply)
-        .map_err(|e| format!("admin listener {addr}: {e}"))?;
-    let status = reply.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) == Some("200") {
+    let admin = admin_client::address_from_config(path)?;
+    let reply = admin_client::get(admin, "/healthz", Duration::from_secs(3))?;
+    if reply.status == 200 {
         Ok(())
     } else {
-        Err(format!("admin listener {addr} answered {status:?}"))
+        Err(format!("admin listener {admin} answered {}", reply.status))
+    }
+}
+
+fn routes(admin: Option<String>, config: Option<PathBuf>, json: bool, verbose: bool) -> ExitCode {
+    let admin = match (admin, config) {
+        (Some(admin), _) => admin_client::parse_address(&admin),
+        (None, Some(config)) => admin_client::address_from_config(&config),
+        (None, None) => Err("give --admin ADDR or --config FILE (or set BERTH_CONFIG)".into()),
+    };
+    let verdict =
+        admin.and_then(|admin| routes_report::run(admin, json, verbose, &mut std::io::stdout()));
+    match verdict {
+        Ok(Verdict::AllRoutable) => ExitCode::SUCCESS,
+        Ok(Verdict::Unroutable(services)) => {
+            eprintln!(
+                "berth routes: {} service(s) without a routable backend: {}",
+                services.len(),
+                services.join(", ")
+            );
+            ExitCode::from(2)
+        }
+        Err(message) => {
+            eprintln!("berth: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 

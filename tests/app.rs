@@ -115,6 +115,8 @@ async fn a_scripted_source_drives_a_real_berth_in_process() {
     }
     assert!(served_by_b, "the second publication moved the route to b");
 
+    // No keep-alive connection left open across the fast shutdown.
+    drop(client);
     stop.send(()).unwrap();
     server.join().unwrap().unwrap();
 }

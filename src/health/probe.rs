@@ -93,6 +93,26 @@ fn accept_2xx_3xx(resp: &ResponseHeader) -> pingora_error::Result<()> {
     }
 }
 
+/// A failed probe as operators read it: the innermost cause (`Connection refused (os error
+/// 111)`, `probe answered 503 Service Unavailable`), not Pingora's whole chain of contexts.
+fn reason(error: &Error) -> String {
+    let mut innermost = error;
+    while let Some(cause) = innermost.cause.as_deref() {
+        let next = cause
+            .downcast_ref::<Box<Error>>()
+            .map(AsRef::as_ref)
+            .or_else(|| cause.downcast_ref::<Error>());
+        match next {
+            Some(next) => innermost = next,
+            None => return cause.to_string(),
+        }
+    }
+    match &innermost.context {
+        Some(context) => context.to_string(),
+        None => innermost.etype.as_str().to_owned(),
+    }
+}
+
 /// How one service probes its backends.
 pub struct Probe {
     check: Arc<Check>,
@@ -129,7 +149,7 @@ impl Probe {
         }
         match tokio::time::timeout(self.spec.timeout, self.check.check(&target)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(reason(&e)),
             Err(_) => Err(format!("no answer within {:?}", self.spec.timeout)),
         }
     }
@@ -181,6 +201,10 @@ mod tests {
         let probe = Probe::new(&spec(ProbeKind::Tcp), "", &cache).unwrap();
         let backend = |addr: std::net::SocketAddr| Backend::new(&addr.to_string()).unwrap();
         assert!(probe.run(&backend(open)).await.is_ok());
-        assert!(probe.run(&backend(closed)).await.is_err());
+        assert_eq!(
+            probe.run(&backend(closed)).await,
+            Err("Connection refused (os error 111)".into()),
+            "the reason is the root cause, short"
+        );
     }
 }

@@ -57,7 +57,7 @@ impl Gauge {
 /// bound in nanoseconds (as compared on record).
 pub struct Buckets {
     pub le: &'static [&'static str],
-    nanos: &'static [u64],
+    pub nanos: &'static [u64],
 }
 
 // Buckets cost a sample each, per service or per backend: a scrape of 30,000 backends must
@@ -106,6 +106,9 @@ pub static CHECK_DURATION: Buckets = Buckets {
     ],
 };
 
+/// The most counts a histogram keeps (its bounds and "above every bound").
+pub const MAX_BUCKETS: usize = 16;
+
 /// A histogram of durations: one count per bucket (not cumulative; the exposition adds them
 /// up) plus one for "above every bound", and the sum in nanoseconds.
 pub struct Histogram {
@@ -139,8 +142,20 @@ impl Histogram {
 
     /// Per-bucket counts (the last is above every bound) and the sum in seconds.
     pub fn snapshot(&self) -> (Vec<u64>, f64) {
-        let counts = self.counts.iter().map(|c| c.load(Relaxed)).collect();
-        (counts, self.sum_nanos.load(Relaxed) as f64 / 1e9)
+        let mut counts = [0; MAX_BUCKETS];
+        let (counts, sum) = self.read_into(&mut counts);
+        (counts.to_vec(), sum)
+    }
+
+    /// [`Self::snapshot`] into a caller's buffer: a scrape reads tens of thousands of these.
+    pub fn read_into<'a>(&self, counts: &'a mut [u64; MAX_BUCKETS]) -> (&'a [u64], f64) {
+        for (out, count) in counts.iter_mut().zip(self.counts.iter()) {
+            *out = count.load(Relaxed);
+        }
+        (
+            &counts[..self.counts.len()],
+            self.sum_nanos.load(Relaxed) as f64 / 1e9,
+        )
     }
 }
 
@@ -180,11 +195,16 @@ impl<K: Copy + Eq> LabelledCounters<K> {
 
     /// Every key seen so far with its count.
     pub fn values(&self) -> Vec<(K, u64)> {
-        self.entries
-            .load()
-            .iter()
-            .map(|(k, c)| (*k, c.get()))
-            .collect()
+        let mut values = Vec::new();
+        self.for_each(|k, count| values.push((k, count)));
+        values
+    }
+
+    /// Calls `f` with every key seen so far and its count, without allocating.
+    pub fn for_each(&self, mut f: impl FnMut(K, u64)) {
+        for (k, counter) in self.entries.load().iter() {
+            f(*k, counter.get());
+        }
     }
 }
 

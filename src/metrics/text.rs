@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::series::Histogram;
+use super::series::{Histogram, MAX_BUCKETS};
 
 /// `name="value"` with the value escaped as the format requires (`\`, `"` and newlines).
 pub fn label_pair(name: &str, value: &str) -> String {
@@ -99,9 +99,10 @@ impl Exposition {
 
     /// Every line of one histogram: cumulative buckets, `+Inf`, sum and count.
     pub fn histogram(&mut self, name: &str, labels: &str, histogram: &Histogram) {
-        let (counts, sum) = histogram.snapshot();
+        let mut buffer = [0; MAX_BUCKETS];
+        let (counts, sum) = histogram.read_into(&mut buffer);
         let mut cumulative = 0;
-        for (le, count) in histogram.buckets.le.iter().zip(&counts) {
+        for (le, count) in histogram.buckets.le.iter().zip(counts) {
             cumulative += count;
             self.start(name, "_bucket", labels, &[("le", le)]);
             self.end(cumulative);

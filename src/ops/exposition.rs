@@ -3,11 +3,12 @@
 //!
 //! Each family is one pass over the table (the format wants a family's samples together), so a
 //! scrape costs a walk of the table and the bytes it writes, nothing per series beyond that.
-//! `admin.metrics_detail: service` leaves out the per-backend histograms, which are most of
-//! the samples of a large fleet (see the README's metrics reference for counts).
+//! `admin.metrics_detail: service` keeps the per-service families and, per backend, only
+//! `berth_server_up` and `berth_server_info`: a fleet of 30,000 backends is then a few
+//! hundred thousand samples instead of a million (see the README's metrics reference).
 
 use crate::config::MetricsDetail;
-use crate::metrics::text::{label_pair, Exposition};
+use crate::metrics::text::Exposition;
 use crate::metrics::Metrics;
 use crate::table::member::Member;
 use crate::table::upstream::Upstream;
@@ -18,7 +19,7 @@ pub fn render(table: &RouteTable, metrics: &Metrics, detail: MetricsDetail) -> V
     let members: usize = upstreams.iter().map(|u| u.members().len()).sum();
     let per_member = match detail {
         MetricsDetail::Full => 2_400,
-        MetricsDetail::Service => 700,
+        MetricsDetail::Service => 250,
     };
     let mut out =
         Exposition::with_capacity(16 * 1024 + upstreams.len() * 2_000 + members * per_member);
@@ -36,14 +37,14 @@ fn services(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>]) {
         "Requests routed to a service, by response status code and method.",
     );
     for u in upstreams {
-        for ((code, method), count) in u.series.requests.values() {
+        u.series.requests.for_each(|(code, method), count| {
             out.sample(
                 name,
                 &u.series.labels,
                 &[("code", code), ("method", method)],
                 count,
-            );
-        }
+            )
+        });
     }
     let name = "berth_service_request_duration_seconds";
     out.family(
@@ -117,18 +118,9 @@ fn per_member(
     }
 }
 
+/// Per-backend families. `berth_server_up` and `berth_server_info` always; the rest only
+/// with `metrics_detail: full`.
 fn servers(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>], detail: MetricsDetail) {
-    let name = "berth_server_requests_total";
-    out.family(
-        name,
-        "counter",
-        "Requests a backend answered (or failed), by status code.",
-    );
-    for m in upstreams.iter().flat_map(|u| u.members()) {
-        for (code, count) in m.series.requests.values() {
-            out.sample(name, &m.series.labels, &[("code", code)], count);
-        }
-    }
     per_member(
         out,
         upstreams,
@@ -137,6 +129,21 @@ fn servers(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>], detail:
         "1 if the backend is in rotation (probes pass and it is not draining), else 0.",
         |m| i64::from(m.routable()),
     );
+    server_info(out, upstreams);
+    if detail == MetricsDetail::Service {
+        return;
+    }
+    let name = "berth_server_requests_total";
+    out.family(
+        name,
+        "counter",
+        "Requests a backend answered (or failed), by status code.",
+    );
+    for m in upstreams.iter().flat_map(|u| u.members()) {
+        m.series
+            .requests
+            .for_each(|code, count| out.sample(name, &m.series.labels, &[("code", code)], count));
+    }
     per_member(
         out,
         upstreams,
@@ -193,22 +200,19 @@ fn servers(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>], detail:
         "Times passive health ejected a backend after failing requests.",
         |m| m.series.ejections.get() as i64,
     );
-    server_info(out, upstreams);
-    if detail == MetricsDetail::Full {
-        let name = "berth_server_request_duration_seconds";
-        out.family(
-            name,
-            "histogram",
-            "Upstream time: from choosing the backend to the end of its response.",
-        );
-        for m in upstreams.iter().flat_map(|u| u.members()) {
-            out.histogram(name, &m.series.labels, &m.series.duration);
-        }
-        let name = "berth_server_check_duration_seconds";
-        out.family(name, "histogram", "Duration of active health probes.");
-        for m in upstreams.iter().flat_map(|u| u.members()) {
-            out.histogram(name, &m.series.labels, &m.series.check_duration);
-        }
+    let name = "berth_server_request_duration_seconds";
+    out.family(
+        name,
+        "histogram",
+        "Upstream time: from choosing the backend to the end of its response.",
+    );
+    for m in upstreams.iter().flat_map(|u| u.members()) {
+        out.histogram(name, &m.series.labels, &m.series.duration);
+    }
+    let name = "berth_server_check_duration_seconds";
+    out.family(name, "histogram", "Duration of active health probes.");
+    for m in upstreams.iter().flat_map(|u| u.members()) {
+        out.histogram(name, &m.series.labels, &m.series.check_duration);
     }
 }
 
@@ -221,28 +225,7 @@ fn server_info(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>]) {
          for a Swarm task, to its service, task, slot and node.",
     );
     for m in upstreams.iter().flat_map(|u| u.members()) {
-        let mut identity = format!(
-            "{},{},",
-            label_pair("container_id", m.identity.id.as_deref().unwrap_or_default()),
-            label_pair(
-                "container_name",
-                m.identity.name.as_deref().unwrap_or_default()
-            ),
-        );
-        if let Some(task) = &m.identity.placement {
-            let slot = task.slot.map(|s| s.to_string()).unwrap_or_default();
-            for (name, value) in [
-                ("node", task.node.as_str()),
-                ("task_id", &task.task_id),
-                ("task_service", &task.service),
-                ("task_slot", &slot),
-            ] {
-                identity.push_str(&label_pair(name, value));
-                identity.push(',');
-            }
-        }
-        identity.push_str(&m.series.labels);
-        out.sample(name, &identity, &[], 1);
+        out.sample(name, &m.info_labels, &[], 1);
     }
 }
 
@@ -340,18 +323,21 @@ mod tests {
     }
 
     #[test]
-    fn service_detail_leaves_out_per_backend_histograms() {
+    fn service_detail_keeps_only_up_and_info_per_backend() {
         let table = compile(&["10.0.0.1:80"], &RouteTable::default());
         let full = text(&table, MetricsDetail::Full);
         let lean = text(&table, MetricsDetail::Service);
         for family in [
             "berth_server_request_duration_seconds_bucket",
             "berth_server_check_duration_seconds_bucket",
+            "berth_server_requests_total",
+            "berth_server_open_connections",
         ] {
             assert!(full.contains(family));
             assert!(!lean.contains(family));
         }
         assert!(lean.contains("berth_server_up{"));
+        assert!(lean.contains("berth_server_info{"));
         assert!(lean.contains("berth_service_request_duration_seconds_bucket{"));
     }
 }

@@ -1,4 +1,6 @@
-//! Process signals: SIGHUP reloads, SIGTERM drains and exits.
+//! Process signals: SIGHUP reloads, SIGTERM drains and exits. systemd hears of both
+//! ([`super::systemd`]): `RELOADING=1` on SIGHUP and `READY=1` once the file source has re-read
+//! the file, `STOPPING=1` when a stop begins.
 //!
 //! Pingora's graceful shutdown stops the listeners and then sleeps for the *whole* grace period
 //! before exiting, even when nothing is in flight, so every `docker stop` would take the full
@@ -11,14 +13,24 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
+use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, watch};
 
 use super::lifecycle::Lifecycle;
+use super::systemd;
 
+/// A bound on waiting for a reload to finish before telling systemd berth is ready again: the
+/// old config keeps serving meanwhile, so berth is ready either way.
+const RELOAD_WAIT: Duration = Duration::from_secs(30);
+
+/// Pingora's shutdown signal watch, with berth's reload and drain behaviour.
 pub struct Signals {
     lifecycle: Arc<Lifecycle>,
-    reload: Arc<Notify>,
+    /// Reload requests, counted: SIGHUP adds one; the file source re-reads the file.
+    reload: watch::Sender<u64>,
+    /// The last request the file source has finished (applied or refused).
+    reloaded: watch::Receiver<u64>,
     grace: Duration,
     phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
 }
@@ -26,20 +38,39 @@ pub struct Signals {
 impl Signals {
     pub fn new(
         lifecycle: Arc<Lifecycle>,
-        reload: Arc<Notify>,
+        reload: watch::Sender<u64>,
+        reloaded: watch::Receiver<u64>,
         grace: Duration,
         phases: broadcast::Receiver<ExecutionPhase>,
     ) -> Self {
         Self {
             lifecycle,
             reload,
+            reloaded,
             grace,
             phases: std::sync::Mutex::new(Some(phases)),
         }
     }
 
+    /// Asks the file source to reload, and tells systemd when it has.
+    fn reload(&self) {
+        systemd::reloading();
+        self.reload.send_modify(|requests| *requests += 1);
+        let request = *self.reload.borrow();
+        let mut reloaded = self.reloaded.clone();
+        tokio::spawn(async move {
+            let done = reloaded.wait_for(|done| *done >= request);
+            let status = match tokio::time::timeout(RELOAD_WAIT, done).await {
+                Ok(Ok(_)) => "config re-read",
+                _ => "config reload did not finish; the previous config serves",
+            };
+            systemd::notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+        });
+    }
+
     /// Exits the process once Pingora has stopped accepting and no request is in flight.
     fn exit_when_drained(&self) {
+        systemd::notify(&[NotifyState::Stopping]);
         self.lifecycle.begin_shutdown();
         let lifecycle = Arc::clone(&self.lifecycle);
         let deadline = Instant::now() + self.grace;
@@ -81,7 +112,7 @@ impl ShutdownSignalWatch for Signals {
             tokio::select! {
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the config");
-                    self.reload.notify_one();
+                    self.reload();
                 }
                 _ = terminate.recv() => {
                     tracing::info!(grace = ?self.grace, "SIGTERM: draining in-flight requests");
@@ -95,6 +126,7 @@ impl ShutdownSignalWatch for Signals {
                 }
                 _ = interrupt.recv() => {
                     tracing::info!("SIGINT: exiting now");
+                    systemd::notify(&[NotifyState::Stopping]);
                     return ShutdownSignal::FastShutdown;
                 }
             }

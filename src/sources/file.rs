@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use super::{Feed, Source};
 use crate::config::{Config, ConfigError, ServiceEntry};
@@ -95,8 +95,10 @@ impl FileServices {
 /// Reads, checks and resolves the whole file at once: for start and `berth check`, before any
 /// runtime exists.
 pub fn load(path: &Path) -> Result<(Config, Snapshot), ConfigError> {
-    let config = Config::load(path)?;
+    let mut config = Config::load(path)?;
     let services = FileServices::from_config(&config, path)?;
+    // The snapshot holds the services now; at 10,000 services a second copy is megabytes.
+    config.services = Vec::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -226,21 +228,31 @@ async fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// Watches the config file: reloads on SIGHUP (`reload`) and when its text changes.
+/// Watches the config file: reloads when asked (SIGHUP) and when its text changes.
 pub struct FileSource {
     path: PathBuf,
     /// The config berth started with: its restart-bound sections stay in force.
     running: Config,
-    reload: Arc<Notify>,
+    /// Reload requests, counted (each SIGHUP adds one).
+    requests: watch::Receiver<u64>,
+    /// The last request handled, for whoever asked (systemd hears `READY=1` after a reload).
+    handled: watch::Sender<u64>,
     metrics: Arc<Metrics>,
 }
 
 impl FileSource {
-    pub fn new(path: PathBuf, running: Config, reload: Arc<Notify>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        path: PathBuf,
+        running: Config,
+        requests: watch::Receiver<u64>,
+        handled: watch::Sender<u64>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             path,
             running,
-            reload,
+            requests,
+            handled,
             metrics,
         }
     }
@@ -283,9 +295,10 @@ impl FileSource {
     async fn parse(&self, text: &[u8]) -> Result<(Config, Snapshot), String> {
         let text = std::str::from_utf8(text)
             .map_err(|e| format!("{}: not UTF-8: {e}", self.path.display()))?;
-        let config = Config::parse(text, &self.path).map_err(|e| e.to_string())?;
+        let mut config = Config::parse(text, &self.path).map_err(|e| e.to_string())?;
         let services = FileServices::from_config(&config, &self.path).map_err(|e| e.to_string())?;
         let snapshot = services.resolve().await.map_err(|e| e.to_string())?;
+        config.services = Vec::new();
         Ok((config, snapshot))
     }
 }
@@ -304,9 +317,14 @@ impl Source for FileSource {
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             interval
         });
+        let mut requests = self.requests.clone();
         loop {
             tokio::select! {
-                _ = self.reload.notified() => self.reload(&feed, &mut seen, true).await,
+                Ok(()) = requests.changed() => {
+                    let request = *requests.borrow_and_update();
+                    self.reload(&feed, &mut seen, true).await;
+                    self.handled.send_replace(request);
+                }
                 _ = tick(&mut poll) => self.reload(&feed, &mut seen, false).await,
                 _ = shutdown.changed() => return,
             }

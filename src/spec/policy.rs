@@ -673,6 +673,13 @@ pub fn parse_probe_path(text: &str) -> Result<String, String> {
             "probe path {path:?} must be visible ASCII without spaces"
         ));
     }
+    // The probe's request line is built from it: what the URI grammar refuses (`<`, `"`, ...)
+    // must be refused here, where it costs one container or one reload, not later.
+    if http::uri::PathAndQuery::try_from(path).is_err() {
+        return Err(format!(
+            "probe path {path:?} is not a valid URL path (percent-encode other characters)"
+        ));
+    }
     Ok(path.to_owned())
 }
 
@@ -1005,6 +1012,13 @@ mod tests {
         assert!(parse_path_prefix("/api?x").is_err());
         assert!(parse_path_prefix("api").is_err());
         assert!(parse_probe_path("/h ealth").is_err());
+        assert!(parse_probe_path("/<b>")
+            .unwrap_err()
+            .contains("not a valid URL path"));
+        assert_eq!(
+            parse_probe_path("/health?full=1"),
+            Ok("/health?full=1".into())
+        );
         assert_eq!(parse_seconds("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_port("0").is_err());

@@ -11,6 +11,7 @@ use super::select::PeakEwma;
 use crate::health::clock::{instant_at, nanos_since_epoch};
 use crate::health::passive::PassiveState;
 use crate::health::state::{HealthState, HealthStatus, ProbeOutcome};
+use crate::metrics::text::label_pair;
 use crate::metrics::ServerSeries;
 use crate::spec::policy::{HealthCheckSpec, ProbeKind};
 use crate::spec::{Admission, BackendIdentity, BackendSpec};
@@ -36,6 +37,8 @@ pub struct Member {
     pub latency: PeakEwma,
     /// Its `open` gauge is the in-flight count the load-aware selectors read.
     pub series: Arc<ServerSeries>,
+    /// `berth_server_info`'s label set, escaped once.
+    pub info_labels: Box<str>,
 }
 
 const OPEN: u8 = 0;
@@ -54,17 +57,46 @@ impl Member {
     /// A backend that just joined `service`. `series` continues the counters of a backend
     /// the service had at this address before (a replaced container), else starts new ones.
     pub fn new(
-        service: &str,
+        service: &Arc<str>,
         backend: &BackendSpec,
         health_check: &HealthCheckSpec,
         series: Option<Arc<ServerSeries>>,
     ) -> Member {
         let server = backend.addr.to_string();
+        let series = series.unwrap_or_else(|| ServerSeries::new(service, &server));
+        let mut info_labels = format!(
+            "{},{},",
+            label_pair(
+                "container_id",
+                backend.identity.id.as_deref().unwrap_or_default()
+            ),
+            label_pair(
+                "container_name",
+                backend.identity.name.as_deref().unwrap_or_default()
+            ),
+        );
+        if let Some(task) = &backend.identity.placement {
+            let slot = task.slot.map(|s| s.to_string()).unwrap_or_default();
+            for (name, value) in [
+                ("node", task.node.as_str()),
+                ("task_id", &task.task_id),
+                ("task_service", &task.service),
+                ("task_slot", &slot),
+            ] {
+                info_labels.push_str(&label_pair(name, value));
+                info_labels.push(',');
+            }
+        }
+        info_labels.push_str(&series.labels);
         Member {
-            service: Arc::from(service),
+            service: Arc::clone(service),
             addr: backend.addr,
             cookie_id: cookie_id(backend).into(),
-            backend: Backend::new_with_weight(&server, 1).expect("a SocketAddr parses"),
+            backend: Backend {
+                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(backend.addr),
+                weight: 1,
+                ext: Default::default(),
+            },
             health: HealthState::joining(health_check),
             passive: PassiveState::default(),
             admission: AtomicU8::new(admission_code(&backend.admission)),
@@ -74,7 +106,8 @@ impl Member {
                 0
             }),
             latency: PeakEwma::default(),
-            series: series.unwrap_or_else(|| ServerSeries::new(service, &server)),
+            series,
+            info_labels: info_labels.into(),
             identity: backend.identity.clone(),
         }
     }

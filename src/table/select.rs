@@ -109,18 +109,15 @@ impl Candidates<'_> {
             1.0
         };
         let chosen = std::cell::Cell::new(None);
-        let accept = |backend: &Backend, _pingora_healthy: bool| {
-            // Pingora's own health is unused (see `health::state`): berth's member state decides.
-            match index_of(backend) {
-                Some(i) if self.eligible(i) => {
-                    let take = !ramping || fastrand::f64() * full < self.slow_start_factor(i);
-                    if take {
-                        chosen.set(Some(i));
-                    }
-                    take
+        let accept = |backend: &Backend| match index_of(backend) {
+            Some(i) if self.eligible(i) => {
+                let take = !ramping || fastrand::f64() * full < self.slow_start_factor(i);
+                if take {
+                    chosen.set(Some(i));
                 }
-                _ => false,
+                take
             }
+            _ => false,
         };
         // Round robin walks every backend within len steps; random needs a few more draws
         // to find a lone survivor. Past that bound, fall back to the first eligible.

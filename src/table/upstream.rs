@@ -16,10 +16,40 @@ use super::member::{Member, MemberIndex};
 use super::queue::{Refused, WaitQueue};
 use super::select::{Candidates, Selector};
 use super::sticky::Sticky;
+use crate::health::passive::Ejection;
 use crate::health::probe::{Probe, ProbeCache};
+use crate::health::state::HealthStatus;
 use crate::metrics::ServiceSeries;
 use crate::spec::policy::{Policy, ProbeKind};
-use crate::spec::{BackendSpec, ServiceSpec};
+use crate::spec::{Admission, BackendSpec, PlatformHealth, ServiceSpec};
+
+/// How a backend stands, as operators see it (the admin API, the status page, `berth routes`):
+/// what the platform says (stopping, its own health check) comes before berth's probes.
+#[derive(Clone, Debug)]
+pub enum Standing {
+    /// berth's probes decide (without a probe the backend is always up).
+    Probed(HealthStatus),
+    /// Its container is stopping: in-flight requests finish, new ones go elsewhere.
+    Draining,
+    /// The platform's own health check (Docker's `HEALTHCHECK`) holds it back.
+    Held(PlatformHealth),
+    /// Passive health took it out after failing requests, until the ejection ends.
+    Ejected(Ejection),
+}
+
+impl Standing {
+    /// `healthy`, `unhealthy`, `starting`, `draining` or `ejected`: the `health` of
+    /// `/api/routes`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Standing::Probed(status) => status.as_str(),
+            Standing::Draining => "draining",
+            Standing::Held(PlatformHealth::Starting) => "starting",
+            Standing::Held(PlatformHealth::Unhealthy) => "unhealthy",
+            Standing::Ejected(_) => "ejected",
+        }
+    }
+}
 
 pub struct Upstream {
     /// What the sources said.
@@ -47,10 +77,11 @@ impl Upstream {
         previous: Option<&Upstream>,
         probes: &ProbeCache,
     ) -> Upstream {
+        let name: Arc<str> = Arc::from(spec.name.as_str());
         let members: Box<[Arc<Member>]> = spec
             .backends
             .iter()
-            .map(|backend| member(&spec.name, &policy, backend, previous))
+            .map(|backend| member(&name, &policy, backend, previous))
             .collect();
         let by_addr = members
             .iter()
@@ -94,6 +125,22 @@ impl Upstream {
 
     pub fn member(&self, index: MemberIndex) -> &Arc<Member> {
         &self.members[index as usize]
+    }
+
+    /// How the backend at `index` (of [`Self::members`], the order of `spec.backends`) stands.
+    pub fn standing(&self, index: usize) -> Standing {
+        let member = &self.members[index];
+        match &self.spec.backends[index].admission {
+            Admission::Draining => Standing::Draining,
+            Admission::Held(platform) => Standing::Held(*platform),
+            Admission::Open => match (
+                member.health.status(),
+                member.passive.ejection(Instant::now()),
+            ) {
+                (HealthStatus::Up, Some(ejection)) => Standing::Ejected(ejection),
+                (status, _) => Standing::Probed(status),
+            },
+        }
     }
 
     pub fn probe(&self) -> Option<&Arc<Probe>> {
@@ -258,7 +305,7 @@ impl Upstream {
 
 /// The member for `backend`: `previous`'s if it had this very backend, else a new one.
 fn member(
-    service: &str,
+    service: &Arc<str>,
     policy: &Policy,
     backend: &BackendSpec,
     previous: Option<&Upstream>,

@@ -367,6 +367,25 @@ pub async fn get_with(
     })
 }
 
+/// Whether the external tool a test needs runs (`tool args` exits 0). Without it the test is
+/// skipped with a loud message, unless `BERTH_REQUIRE_TOOLS=1` (CI sets it; `.ci/run` installs
+/// every tool), where it fails.
+pub fn tool_available(test: &str, tool: &str, args: &[&str]) -> bool {
+    let found = Command::new(tool)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("BERTH_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "BERTH_REQUIRE_TOOLS=1 but `{tool} {}` failed (.ci/run installs it)",
+            args.join(" ")
+        );
+        eprintln!("SKIPPED {test}: `{tool}` is not installed (.ci/run installs it); this test was NOT run");
+    }
+    found
+}
+
 /// Path of a file in the repository.
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)

@@ -713,6 +713,12 @@ mod tests {
             ("berth.probe.url", "http://localhost:80", "container"),
             ("berth.probe.url", "ftp://container:21", "expected http"),
             ("berth.probe.url", "http://container", "port"),
+            // Would have reached the probe's request line (and panicked building it).
+            (
+                "berth.probe.url",
+                "http://container:80/<b>",
+                "not a valid URL path",
+            ),
             ("berth.probe.timeout_seconds", "two", "seconds"),
             ("berth.probe.healthy_threshold", "0", "at least 1"),
             ("berth.lb.weight", "0", "weight"),
