@@ -30,6 +30,7 @@ use crate::ops::traffic::{Sampler, Traffic};
 use crate::proxy::Proxy;
 use crate::sources::docker::DockerSource;
 use crate::sources::file::{self, FileSource};
+use crate::sources::swarm::SwarmSource;
 use crate::sources::{channel, FeedReader, Source, SourceService};
 use crate::spec::policy::MAX_RETRIES;
 use crate::spec::Snapshot;
@@ -41,7 +42,7 @@ pub struct App {
     config: Config,
     /// The file's services as loaded at start.
     file_snapshot: Snapshot,
-    /// Sources after the file and Docker, lowest precedence last.
+    /// Sources after the file, Swarm and Docker, lowest precedence last.
     extra_sources: Vec<Box<dyn Source>>,
     extra_services: Vec<Box<dyn ServiceWithDependents>>,
 }
@@ -75,7 +76,7 @@ impl App {
         &self.config
     }
 
-    /// Adds a route source, after the config file and Docker in precedence.
+    /// Adds a route source, after the config file, Swarm and Docker in precedence.
     pub fn with_source(mut self, source: Box<dyn Source>) -> App {
         self.extra_sources.push(source);
         self
@@ -202,7 +203,10 @@ fn add_sources(
 }
 
 /// Every route source in precedence order, each with what it already says: the file first (it
-/// wins contested routes), then Docker, then the extra ones.
+/// wins contested routes), then Swarm, then Docker, then the extra ones. Swarm comes before
+/// Docker because its answer is the same on every node: a berth on each node must route a
+/// cluster-wide domain alike, and a stray local container claiming it must not take it over on
+/// one node only.
 fn sources(
     path: PathBuf,
     config: Config,
@@ -211,10 +215,18 @@ fn sources(
     shared: &Shared,
     reloaded: watch::Sender<u64>,
 ) -> Vec<(Box<dyn Source>, Option<Snapshot>)> {
-    let docker = config
-        .docker
+    let swarm = config
+        .swarm
         .enabled
-        .then(|| DockerSource::new(config.docker.clone()));
+        .then(|| SwarmSource::new(config.swarm.clone()));
+    let docker = config.docker.enabled.then(|| {
+        let docker = DockerSource::new(config.docker.clone());
+        if config.swarm.enabled {
+            docker.without_swarm_tasks()
+        } else {
+            docker
+        }
+    });
     let file = FileSource::new(
         path,
         config,
@@ -224,6 +236,9 @@ fn sources(
     );
     let mut sources: Vec<(Box<dyn Source>, Option<Snapshot>)> =
         vec![(Box::new(file), Some(file_snapshot))];
+    if let Some(swarm) = swarm {
+        sources.push((Box::new(swarm), None));
+    }
     if let Some(docker) = docker {
         sources.push((Box::new(docker), None));
     }

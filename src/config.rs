@@ -31,6 +31,7 @@ pub struct Config {
     /// into its snapshot.
     pub services: Vec<ServiceEntry>,
     pub docker: DockerConfig,
+    pub swarm: SwarmConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -141,6 +142,46 @@ impl Default for DockerConfig {
     }
 }
 
+/// The Swarm discovery source: services and tasks from a Swarm manager's API.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmConfig {
+    pub enabled: bool,
+    /// Manager endpoints, tried in turn when one is lost (one string or a list); empty means
+    /// `DOCKER_HOST` or the local socket, as for Docker discovery.
+    #[serde(deserialize_with = "one_or_many")]
+    pub endpoint: Vec<String>,
+    /// Label prefixes berth reads, on services and on their containers.
+    pub label_prefixes: Vec<String>,
+    /// Full re-list interval: heals anything events do not announce (a crashed task's
+    /// replacement).
+    #[serde(deserialize_with = "duration")]
+    pub resync_interval: Duration,
+    /// Quiet time after a service or node event before the re-list.
+    #[serde(deserialize_with = "duration")]
+    pub debounce: Duration,
+    /// How often a converging service's tasks are re-listed (a rolling update's later steps
+    /// emit no event).
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// Preferred overlay network when a task is on several that berth shares.
+    pub network: Option<String>,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: Vec::new(),
+            label_prefixes: vec!["berth".into(), "aliyun".into()],
+            resync_interval: Duration::from_secs(5),
+            debounce: Duration::from_millis(50),
+            poll_interval: Duration::from_millis(500),
+            network: None,
+        }
+    }
+}
+
 /// Where in which file a config error is.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -219,7 +260,7 @@ impl Config {
             Some("admin")
         } else if self.server != other.server {
             Some("server")
-        } else if self.docker != other.docker {
+        } else if self.docker != other.docker || self.swarm != other.swarm {
             Some("discovery")
         } else {
             None
@@ -264,6 +305,8 @@ struct RawConfig {
 struct RawDiscovery {
     #[serde(default)]
     docker: DockerConfig,
+    #[serde(default)]
+    swarm: SwarmConfig,
 }
 
 with_policy_knobs! {
@@ -323,11 +366,27 @@ impl RawConfig {
         self.defaults
             .validate()
             .map_err(|(key, message)| (format!("defaults.{key}"), message))?;
-        for (i, prefix) in self.discovery.docker.label_prefixes.iter().enumerate() {
-            if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+        let docker = &self.discovery.docker.label_prefixes;
+        let swarm = &self.discovery.swarm.label_prefixes;
+        for (source, prefixes) in [("docker", docker), ("swarm", swarm)] {
+            for (i, prefix) in prefixes.iter().enumerate() {
+                if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+                    return Err((
+                        format!("discovery.{source}.label_prefixes[{i}]"),
+                        format!("label prefix {prefix:?} is empty or has spaces"),
+                    ));
+                }
+            }
+        }
+        let swarm = &self.discovery.swarm;
+        for (key, value) in [
+            ("resync_interval", swarm.resync_interval),
+            ("poll_interval", swarm.poll_interval),
+        ] {
+            if value.is_zero() {
                 return Err((
-                    format!("discovery.docker.label_prefixes[{i}]"),
-                    format!("label prefix {prefix:?} is empty or has spaces"),
+                    format!("discovery.swarm.{key}"),
+                    "must be longer than 0s".into(),
                 ));
             }
         }
@@ -338,6 +397,7 @@ impl RawConfig {
             defaults: self.defaults,
             services: self.services,
             docker: self.discovery.docker,
+            swarm: self.discovery.swarm,
         })
     }
 }
@@ -353,6 +413,20 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
             "{text:?} is not an ip:port address (e.g. \"0.0.0.0:8080\" or \"[::]:8080\")"
         ))
     })
+}
+
+/// One string, or a list of them.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde_yaml_ng::Value;
+    let expected = || de::Error::custom("expected an endpoint or a list of endpoints");
+    match Value::deserialize(d)? {
+        Value::String(one) => Ok(vec![one]),
+        Value::Sequence(many) => many
+            .into_iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(expected))
+            .collect(),
+        _ => Err(expected()),
+    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -403,6 +477,36 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(err.key_path, "listeners[1].name");
+    }
+
+    #[test]
+    fn swarm_endpoints_are_one_or_a_list() {
+        let config = parse(MINIMAL).unwrap();
+        assert!(!config.swarm.enabled);
+        assert!(config.swarm.endpoint.is_empty());
+        assert_eq!(config.swarm.resync_interval, Duration::from_secs(5));
+        let one = parse(&format!(
+            "{MINIMAL}discovery:\n  swarm:\n    enabled: true\n    endpoint: unix:///a.sock\n"
+        ))
+        .unwrap();
+        assert_eq!(one.swarm.endpoint, ["unix:///a.sock"]);
+        let many = parse(&format!(
+            "{MINIMAL}discovery:\n  swarm:\n    endpoint: [unix:///a.sock, \"tcp://m2:2375\"]\n    network: apps\n"
+        ))
+        .unwrap();
+        assert_eq!(many.swarm.endpoint, ["unix:///a.sock", "tcp://m2:2375"]);
+        assert_eq!(many.swarm.network.as_deref(), Some("apps"));
+        let err = parse(&format!(
+            "{MINIMAL}discovery:\n  swarm:\n    poll_interval: 0s\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key_path, "discovery.swarm.poll_interval");
+        let err = parse(&format!("{MINIMAL}discovery:\n  swarm:\n    endpoint: 3\n")).unwrap_err();
+        assert!(err.to_string().contains("list of endpoints"), "{err}");
+        assert_eq!(
+            one.restart_needed_for(&parse(MINIMAL).unwrap()),
+            Some("discovery")
+        );
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! ```text
 //!  sources ──► Snapshot ──► merge ──► compile ──► RouteTable ──(swap)──► proxy (per request)
 //!  (file,        spec        control    table         table::live          proxy
+//!   swarm,                      │
 //!   docker)                     │
 //!                               └── prober: probes every backend of the live table
 //! ```
 //!
-//! 1. **Sources** ([`sources`]) turn the config file and the Docker engine into [`spec::Snapshot`]s
-//!    of services with unresolved policy; they know nothing of the control plane.
+//! 1. **Sources** ([`sources`]) turn the config file, the Docker engine and a Swarm manager into
+//!    [`spec::Snapshot`]s of services with unresolved policy; they know nothing of the control
+//!    plane.
 //! 2. The **control plane** ([`control`]) merges every source's latest snapshot in precedence
 //!    order, lays each service's policy over the file's `defaults:`, compiles a
 //!    [`table::RouteTable`] (reusing unchanged upstreams) and publishes it with one atomic swap.

@@ -140,10 +140,11 @@ fn check(path: &std::path::Path) -> Result<(), String> {
         config.listeners.len(),
         services.len(),
         backends,
-        if config.docker.enabled {
-            ", docker discovery on"
-        } else {
-            ""
+        match (config.docker.enabled, config.swarm.enabled) {
+            (true, true) => ", docker and swarm discovery on",
+            (true, false) => ", docker discovery on",
+            (false, true) => ", swarm discovery on",
+            (false, false) => "",
         }
     );
     Ok(())

@@ -2,106 +2,18 @@
 //! registry, started with the Docker socket and a user-defined network exactly as the README's
 //! deploy section says, reached by clients through a network alias.
 //!
-//! What this builds: the `runtime` stage of the Dockerfile, verbatim. Its `build` stage (the
-//! Rust compile) needs a registry (rust image, apt, crates.io); here it is replaced by an image
-//! holding this test's `berth` binary under `/out/`, and `RUNTIME_BASE` by an image of the
-//! binary's shared libraries, both made with `docker import`.
+//! What this builds: the `runtime` stage of the Dockerfile, verbatim ([`common::image`]).
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::docker::*;
 use common::*;
 
-const BASE: &str = "berth-test-runtime-base:latest";
-const BINARY: &str = "berth-test-binary:latest";
 const IMAGE: &str = "berth-test-lb:latest";
-
-/// `docker import`s a directory as an image.
-fn import(dir: &Path, tag: &str) {
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar -C {} -c . | docker import - {tag} >/dev/null",
-            dir.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success(), "docker import {tag}");
-}
-
-/// The shared libraries `binary` loads (from `ldd`), copied into `root`.
-fn copy_libraries(binary: &str, root: &Path) {
-    let ldd = Command::new("ldd").arg(binary).output().unwrap();
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = line
-            .split_whitespace()
-            .find(|word| word.starts_with('/'))
-            .map(Path::new);
-        if let Some(path) = path {
-            let target = root.join(path.strip_prefix("/").unwrap());
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::copy(path, target).unwrap();
-        }
-    }
-}
-
-/// Builds the Dockerfile's runtime stage with the local stand-ins for `build` and the base.
-fn build_image() {
-    let base = tempfile::tempdir().unwrap();
-    copy_libraries(BERTH, base.path());
-    std::fs::create_dir_all(base.path().join("tmp")).unwrap();
-    import(base.path(), BASE);
-
-    let binary = tempfile::tempdir().unwrap();
-    let out = binary.path().join("out");
-    std::fs::create_dir_all(out.join("usr/local/bin")).unwrap();
-    std::fs::create_dir_all(out.join("etc/ssl/certs")).unwrap();
-    std::fs::copy(BERTH, out.join("usr/local/bin/berth")).unwrap();
-    std::fs::copy(
-        "/etc/ssl/certs/ca-certificates.crt",
-        out.join("etc/ssl/certs/ca-certificates.crt"),
-    )
-    .unwrap();
-    import(binary.path(), BINARY);
-
-    let dockerfile = std::fs::read_to_string(repo_path("Dockerfile")).unwrap();
-    let runtime = &dockerfile[dockerfile
-        .find("FROM ${RUNTIME_BASE} AS runtime")
-        .expect("the Dockerfile has a runtime stage")..];
-    let generated = format!("ARG RUNTIME_BASE\nFROM {BINARY} AS build\n{runtime}");
-    let mut build = Command::new("docker")
-        .args([
-            "build",
-            "-q",
-            "-f",
-            "-",
-            "--build-arg",
-            &format!("RUNTIME_BASE={BASE}"),
-            "-t",
-            IMAGE,
-        ])
-        .arg(repo_path(""))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    build
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(generated.as_bytes())
-        .unwrap();
-    assert!(
-        build.wait().unwrap().success(),
-        "docker build of the runtime stage"
-    );
-}
 
 /// Removes a container when dropped.
 struct Named(String);
@@ -138,7 +50,7 @@ fn the_image_runs_as_the_internal_load_balancer() {
     if !available("container") {
         return;
     }
-    build_image();
+    image::build(None, IMAGE);
     let net = Network::create("lb");
     let restserver = [
         ("aliyun.routing.port_80", "restserver.local"),

@@ -17,6 +17,7 @@ fn owner(kind: SourceKind) -> &'static str {
     match kind {
         SourceKind::File => "the config file",
         SourceKind::Docker => "Docker discovery",
+        SourceKind::Swarm => "Swarm discovery",
     }
 }
 

@@ -221,7 +221,8 @@ fn server_info(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>]) {
     out.family(
         name,
         "gauge",
-        "Always 1; joins a backend address to its container (empty for static backends).",
+        "Always 1; joins a backend address to its container (empty for static backends) and, \
+         for a Swarm task, to its service, task, slot and node.",
     );
     for m in upstreams.iter().flat_map(|u| u.members()) {
         out.sample(name, &m.info_labels, &[], 1);
@@ -233,15 +234,20 @@ mod tests {
     use super::*;
     use crate::config::ListenerConfig;
     use crate::health::probe::ProbeCache;
-    use crate::spec::{BackendSpec, PolicyLayer, Snapshot};
+    use crate::spec::{BackendIdentity, BackendSpec, Placement, PolicyLayer, Snapshot};
     use crate::table::tests::service;
 
     fn compile(backends: &[&str], previous: &RouteTable) -> RouteTable {
-        let mut api = service("api", &["api.test"], "/");
-        api.backends = backends
+        let backends = backends
             .iter()
             .map(|a| BackendSpec::new(a.parse().unwrap()))
             .collect();
+        compile_specs(backends, previous)
+    }
+
+    fn compile_specs(backends: Vec<BackendSpec>, previous: &RouteTable) -> RouteTable {
+        let mut api = service("api", &["api.test"], "/");
+        api.backends = backends;
         RouteTable::compile(
             &Snapshot {
                 services: vec![api],
@@ -290,6 +296,29 @@ mod tests {
         assert!(
             !out.contains("10.0.0.2:80"),
             "a removed backend leaves no series"
+        );
+    }
+
+    #[test]
+    fn server_info_names_a_swarm_tasks_service_slot_and_node() {
+        let mut task = BackendSpec::new("10.250.0.5:80".parse().unwrap());
+        task.identity = BackendIdentity {
+            id: Some("c0ffee".into()),
+            name: Some("web.2.k3j".into()),
+            placement: Some(Placement {
+                service: "web".into(),
+                task_id: "k3j".into(),
+                slot: Some(2),
+                node: "node-2".into(),
+            }),
+        };
+        let out = text(
+            &compile_specs(vec![task], &RouteTable::default()),
+            MetricsDetail::Full,
+        );
+        assert!(
+            out.contains("berth_server_info{container_id=\"c0ffee\",container_name=\"web.2.k3j\",node=\"node-2\",task_id=\"k3j\",task_service=\"web\",task_slot=\"2\",server=\"10.250.0.5:80\",service=\"api\"} 1\n"),
+            "{out}"
         );
     }
 

@@ -18,7 +18,7 @@ pub struct ServiceView {
     pub algorithm: String,
     pub hash_key: String,
     pub sticky_cookie: Option<String>,
-    /// `file` or `docker`.
+    /// `file`, `swarm` or `docker`.
     pub source: String,
     pub retries: u32,
     pub health_check: HealthCheckView,
@@ -46,6 +46,10 @@ pub struct BackendView {
     pub weight: u16,
     pub container_id: Option<String>,
     pub container_name: Option<String>,
+    /// The Swarm task behind it; `None` for other backends (and from a berth without Swarm
+    /// discovery, which does not send it).
+    #[serde(default)]
+    pub task: Option<TaskView>,
     /// `healthy`, `unhealthy`, `starting`, `draining` or `ejected` (see
     /// [`crate::table::upstream::Standing`]).
     pub health: String,
@@ -55,6 +59,18 @@ pub struct BackendView {
     /// While passive health has it out: why and until when.
     pub ejection: Option<EjectionView>,
     pub last_probe: Option<ProbeView>,
+}
+
+/// Where the orchestrator placed a backend ([`crate::spec::Placement`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// The Swarm service.
+    pub service: String,
+    pub id: String,
+    /// `None` for a global service's task.
+    pub slot: Option<u64>,
+    /// The node's hostname.
+    pub node: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -102,6 +118,12 @@ fn service(upstream: &Upstream) -> ServiceView {
                 weight: backend.weight,
                 container_id: member.identity.id.clone(),
                 container_name: member.identity.name.clone(),
+                task: member.identity.placement.as_ref().map(|p| TaskView {
+                    service: p.service.clone(),
+                    id: p.task_id.clone(),
+                    slot: p.slot,
+                    node: p.node.clone(),
+                }),
                 health: standing.as_str().into(),
                 routable: member.routable(),
                 in_flight: member.in_flight(),

@@ -120,12 +120,15 @@ pub fn table(services: &[ServiceView], verbose: bool, now: SystemTime) -> String
 }
 
 fn backend_row(backend: &BackendView, probed: bool, now: SystemTime) -> Vec<String> {
-    let container = match (&backend.container_name, &backend.container_id) {
+    let mut container = match (&backend.container_name, &backend.container_id) {
         (Some(name), Some(id)) => format!("{} {}", printable(name), printable(short_id(id))),
         (Some(name), None) => printable(name).into(),
         (None, Some(id)) => printable(short_id(id)).into(),
         (None, None) => "-".into(),
     };
+    if let Some(task) = &backend.task {
+        container.push_str(&format!(" on {}", printable(&task.node)));
+    }
     let probe = match &backend.last_probe {
         _ if !probed => "no health check".into(),
         None => "not probed yet".into(),
@@ -200,7 +203,7 @@ fn printable(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::routes_api::{HealthCheckView, ProbeView};
+    use crate::ops::routes_api::{HealthCheckView, ProbeView, TaskView};
 
     fn backend(address: &str, health: &str, probe: Option<(bool, &str)>) -> BackendView {
         BackendView {
@@ -208,6 +211,7 @@ mod tests {
             weight: 1,
             container_id: None,
             container_name: None,
+            task: None,
             health: health.into(),
             routable: health == "healthy",
             in_flight: 0,
@@ -285,5 +289,23 @@ shop.test  shop.test                          /     *          0/1  round_robin 
             3,
             "without -v, one row per service"
         );
+    }
+
+    #[test]
+    fn a_swarm_task_names_its_node() {
+        let mut web = service(
+            "web.local",
+            &["web.local"],
+            vec![backend("10.0.1.5:80", "healthy", None)],
+        );
+        web.backends[0].container_name = Some("web.1.k3j".into());
+        web.backends[0].task = Some(TaskView {
+            service: "web".into(),
+            id: "k3j".into(),
+            slot: Some(1),
+            node: "node-2".into(),
+        });
+        let text = table(&[web], true, SystemTime::UNIX_EPOCH);
+        assert!(text.contains("web.1.k3j on node-2"), "{text}");
     }
 }

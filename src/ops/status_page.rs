@@ -602,6 +602,7 @@ mod tests {
             identity: BackendIdentity {
                 id: Some("<img src=x onerror=alert(1)>0123456789".into()),
                 name: Some("a\"b'c&d<e>".into()),
+                placement: None,
             },
             ..BackendSpec::new("10.0.0.9:80".parse().unwrap())
         }];

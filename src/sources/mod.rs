@@ -1,11 +1,12 @@
-//! Route sources: each turns something outside berth (the config file, a Docker engine) into
-//! [`Snapshot`]s, and nothing else. A source knows nothing of the control plane: it runs as a
-//! background task and publishes through its [`Feed`]; the control plane reads every feed, in
-//! precedence order, when any of them changes.
+//! Route sources: each turns something outside berth (the config file, a Docker engine, a
+//! Swarm manager) into [`Snapshot`]s, and nothing else. A source knows nothing of the control
+//! plane: it runs as a background task and publishes through its [`Feed`]; the control plane
+//! reads every feed, in precedence order, when any of them changes.
 
 pub mod docker;
 pub mod engine;
 pub mod file;
+pub mod swarm;
 
 use std::sync::Arc;
 

@@ -81,6 +81,7 @@ fn container(labels: Settings) -> Instance {
     Instance {
         id: "c0ffee".into(),
         name: "web".into(),
+        placement: None,
         labels: all,
         networks: [("bridge".to_string(), IP.parse().unwrap())].into(),
         platform_health: None,

@@ -18,6 +18,7 @@ pub use policy::PolicyLayer;
 pub enum SourceKind {
     File,
     Docker,
+    Swarm,
 }
 
 impl SourceKind {
@@ -25,6 +26,7 @@ impl SourceKind {
         match self {
             SourceKind::File => "file",
             SourceKind::Docker => "docker",
+            SourceKind::Swarm => "swarm",
         }
     }
 }
@@ -59,6 +61,23 @@ pub struct BackendIdentity {
     pub id: Option<String>,
     /// A readable name (a container name).
     pub name: Option<String>,
+    /// Where an orchestrator scheduled the instance; `None` for plain containers and static
+    /// backends.
+    pub placement: Option<Placement>,
+}
+
+/// The orchestrator's view of a backend (a Swarm task), so an operator can go from a backend
+/// in berth to the object to inspect: `docker service ps`, `docker node ps`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Placement {
+    /// The orchestrator's service (workload) the instance is a copy of.
+    pub service: String,
+    /// The scheduled copy (a Swarm task id); a replacement is a new task.
+    pub task_id: String,
+    /// Which replica it is (Swarm's slot); `None` for services with one copy per node.
+    pub slot: Option<u64>,
+    /// The node it runs on: its hostname, else the orchestrator's node id.
+    pub node: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -64,8 +64,8 @@ impl Member {
     ) -> Member {
         let server = backend.addr.to_string();
         let series = series.unwrap_or_else(|| ServerSeries::new(service, &server));
-        let info_labels = format!(
-            "{},{},{}",
+        let mut info_labels = format!(
+            "{},{},",
             label_pair(
                 "container_id",
                 backend.identity.id.as_deref().unwrap_or_default()
@@ -74,8 +74,20 @@ impl Member {
                 "container_name",
                 backend.identity.name.as_deref().unwrap_or_default()
             ),
-            series.labels,
         );
+        if let Some(task) = &backend.identity.placement {
+            let slot = task.slot.map(|s| s.to_string()).unwrap_or_default();
+            for (name, value) in [
+                ("node", task.node.as_str()),
+                ("task_id", &task.task_id),
+                ("task_service", &task.service),
+                ("task_slot", &slot),
+            ] {
+                info_labels.push_str(&label_pair(name, value));
+                info_labels.push(',');
+            }
+        }
+        info_labels.push_str(&series.labels);
         Member {
             service: Arc::clone(service),
             addr: backend.addr,

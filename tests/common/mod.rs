@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 pub mod docker;
+pub mod image;
 pub mod raw_backend;
+pub mod swarm;
 pub mod traffic;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -251,9 +253,7 @@ impl Berth {
 
     /// `GET /api/routes`, parsed.
     pub fn routes(&self) -> serde_json::Value {
-        let (status, body) = admin_get(self.admin, "/api/routes").expect("admin answers");
-        assert_eq!(status, 200);
-        serde_json::from_str(&body).unwrap()
+        api_routes(self.admin)
     }
 
     pub fn metrics(&self) -> String {
@@ -288,6 +288,13 @@ impl Berth {
 fn fill(yaml: &str, http: SocketAddr, admin: SocketAddr) -> String {
     yaml.replace("{http}", &http.to_string())
         .replace("{admin}", &admin.to_string())
+}
+
+/// `GET /api/routes` of the admin listener at `admin`, parsed.
+pub fn api_routes(admin: SocketAddr) -> serde_json::Value {
+    let (status, body) = admin_get(admin, "/api/routes").expect("admin answers");
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).unwrap()
 }
 
 /// A minimal blocking GET for the admin listener (status, body); `None` if it does not answer.

@@ -13,20 +13,23 @@ use std::net::{IpAddr, SocketAddr};
 use crate::spec::hostname::parse_domain_pattern;
 use crate::spec::policy::{self, HealthCheckLayer, ProbeKind};
 use crate::spec::{
-    Admission, BackendIdentity, BackendSpec, PlatformHealth, PolicyLayer, ServiceSpec, Snapshot,
-    SourceKind,
+    Admission, BackendIdentity, BackendSpec, Placement, PlatformHealth, PolicyLayer, ServiceSpec,
+    Snapshot, SourceKind,
 };
 
 /// The cookie acsrouting pins clients with; berth uses it unless told otherwise.
 pub const DEFAULT_STICKY_COOKIE: &str = "CONTAINERID";
 
-/// One running copy of a workload, as its platform describes it: a container.
+/// One running copy of a workload, as its platform describes it: a container, or a Swarm
+/// task (its container's labels and the service's, its addresses on the overlays).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
     /// Stable and unique (a container id): the sticky cookie's value.
     pub id: String,
     /// Without Docker's leading `/`.
     pub name: String,
+    /// Where an orchestrator scheduled it (a Swarm task); `None` for a plain container.
+    pub placement: Option<Placement>,
     pub labels: BTreeMap<String, String>,
     /// Network name -> the instance's address on it.
     pub networks: BTreeMap<String, IpAddr>,
@@ -238,6 +241,18 @@ impl<'a> Settings<'a> {
             })?;
         Ok((self.targets, self.policy, self.weight))
     }
+}
+
+/// Whether labels carry a `P.routing.*` key under one of `prefixes`: the cheap test that
+/// decides whether an instance is worth a closer look.
+pub fn asks_for_routes(labels: &BTreeMap<String, String>, prefixes: &[String]) -> bool {
+    labels.keys().any(|key| {
+        prefixes.iter().any(|prefix| {
+            key.strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.strip_prefix(".routing."))
+                .is_some()
+        })
+    })
 }
 
 /// Reads an instance's labels. `Ok(None)`: the instance asks for no route (no routing label,
@@ -496,6 +511,7 @@ fn service(
             identity: BackendIdentity {
                 id: Some(member.instance.id.clone()),
                 name: Some(member.instance.name.clone()),
+                placement: member.instance.placement.clone(),
             },
             admission: admission(member.instance),
         };
@@ -538,6 +554,7 @@ mod tests {
         Instance {
             id: format!("{name:0>64}"),
             name: name.into(),
+            placement: None,
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -550,6 +567,16 @@ mod tests {
 
     fn parse(c: &Instance) -> Result<Option<InstanceRoutes>, LabelError> {
         parse_instance(c, &prefixes(), None)
+    }
+
+    #[test]
+    fn routing_labels_are_recognised_under_any_prefix() {
+        let asks =
+            |key: &str| asks_for_routes(&[(key.to_string(), "x".into())].into(), &prefixes());
+        assert!(asks("aliyun.routing.port_80"));
+        assert!(asks("berth.routing.port_80"));
+        assert!(!asks("aliyun.probe.url"));
+        assert!(!asks("berthx.routing.port_80"));
     }
 
     #[test]

@@ -26,24 +26,37 @@ use super::engine::{self, Ended, EngineSession};
 use super::{Feed, Source};
 use crate::config::DockerConfig;
 use crate::spec::{PlatformHealth, SourceKind};
-use labels::{build_snapshot, short_id, Instance};
+use labels::{asks_for_routes, build_snapshot, short_id, Instance};
+
+/// The label Docker puts on the container of every Swarm task.
+const SWARM_TASK_LABEL: &str = "com.docker.swarm.task.id";
 
 pub struct DockerSource {
     config: DockerConfig,
+    /// Whether containers of Swarm tasks are left to the Swarm source.
+    skip_swarm_tasks: bool,
 }
 
 impl DockerSource {
     pub fn new(config: DockerConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            skip_swarm_tasks: false,
+        }
+    }
+
+    /// Leaves the containers of Swarm tasks to the Swarm source: a task is routed once, with
+    /// its service's labels and its overlay address, never a second time as a container.
+    pub fn without_swarm_tasks(mut self) -> Self {
+        self.skip_swarm_tasks = true;
+        self
     }
 
     fn routed(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.keys().any(|k| {
-            self.config
-                .label_prefixes
-                .iter()
-                .any(|p| routing_label(k, p))
-        })
+        if self.skip_swarm_tasks && labels.contains_key(SWARM_TASK_LABEL) {
+            return false;
+        }
+        asks_for_routes(labels, &self.config.label_prefixes)
     }
 }
 
@@ -61,10 +74,11 @@ impl Source for DockerSource {
 #[async_trait]
 impl EngineSession for DockerSource {
     async fn session(&self, feed: &Feed, shutdown: &mut ShutdownWatch, listed: &mut bool) -> Ended {
-        let docker = match engine::connect(self.config.endpoint.as_deref()).await {
-            Ok(docker) => docker,
-            Err(e) => return Ended::Lost(e),
-        };
+        let docker =
+            match engine::connect(self.config.endpoint.as_deref(), engine::CALL_TIMEOUT).await {
+                Ok(docker) => docker,
+                Err(e) => return Ended::Lost(e),
+            };
         // Subscribed before the list, so nothing falls between the two.
         let mut events = engine::events(&docker, &["container", "network"]);
         let mut watch = Watch::new(self, feed, docker);
@@ -290,12 +304,6 @@ fn stops(signal: Option<&String>) -> bool {
     )
 }
 
-fn routing_label(key: &str, prefix: &str) -> bool {
-    key.strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix(".routing."))
-        .is_some()
-}
-
 /// What berth needs from `docker inspect`; `None` for a container that is not running (or
 /// is paused: it cannot answer).
 fn instance(inspect: ContainerInspectResponse) -> Option<Instance> {
@@ -325,6 +333,7 @@ fn instance(inspect: ContainerInspectResponse) -> Option<Instance> {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_owned(),
+        placement: None,
         labels: inspect
             .config
             .and_then(|c| c.labels)
@@ -350,13 +359,5 @@ mod tests {
             assert!(!stops(Some(&signal.to_string())), "{signal}");
         }
         assert!(stops(None));
-    }
-
-    #[test]
-    fn routing_labels_are_recognised_under_any_prefix() {
-        assert!(routing_label("aliyun.routing.port_80", "aliyun"));
-        assert!(routing_label("berth.routing.port_80", "berth"));
-        assert!(!routing_label("aliyun.probe.url", "aliyun"));
-        assert!(!routing_label("berthx.routing.port_80", "berth"));
     }
 }
