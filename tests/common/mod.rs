@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod raw_backend;
+pub mod tls;
 pub mod traffic;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
