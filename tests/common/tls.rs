@@ -217,6 +217,11 @@ impl Tls {
         self.stream.get_ref().get_ref().1
     }
 
+    /// The leaf certificate berth presented (DER).
+    pub fn leaf_der(&self) -> Vec<u8> {
+        self.connection().peer_certificates().unwrap()[0].to_vec()
+    }
+
     /// The common name of the certificate berth presented.
     pub fn served_cn(&self) -> String {
         let leaf = &self.connection().peer_certificates().unwrap()[0];
