@@ -639,3 +639,13 @@ services:
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, "hello over h2c");
 }
+
+#[test]
+fn the_shipped_edge_config_checks() {
+    let out = check(&repo_path("conf/edge.yaml"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
