@@ -156,7 +156,7 @@ impl Metrics {
             unrouted: counter_vec(
                 &r,
                 "berth_requests_unrouted_total",
-                "Requests answered by berth itself without a service: 404 unknown host, 400 bad request.",
+                "Requests answered by berth itself without a service: 404 unknown host, 400 bad request, 308 redirect to HTTPS, 200 ACME challenge, 403 below the listener's TLS version.",
                 &["code"],
             ),
             config_reloads: counter_vec(
