@@ -308,14 +308,20 @@ async fn acme_issues_serves_and_reuses_the_certificate_after_a_restart() {
     .unwrap();
     assert_eq!(reply.status, 404);
 
-    // Private files.
-    assert_eq!(mode(&storage), 0o700);
+    // Private files, in a directory per CA.
+    let ca = storage.join(
+        pebble
+            .directory
+            .trim_start_matches("https://")
+            .replace([':', '/'], "-"),
+    );
+    assert_eq!((mode(&storage), mode(&ca)), (0o700, 0o700));
     for file in [
         "account.json",
         &format!("{DOMAIN}.crt"),
         &format!("{DOMAIN}.key"),
     ] {
-        assert_eq!(mode(&storage.join(file)), 0o600, "{file}");
+        assert_eq!(mode(&ca.join(file)), 0o600, "{file}");
     }
 
     // A restart serves the stored certificate at once and orders nothing.

@@ -6,8 +6,10 @@
 //! wildcards (they need DNS-01), the catch-all, IP addresses, and special-use or private
 //! suffixes (`.local`, `.localhost`, `.internal`, `.test`, ...).
 //!
-//! Certificates and the account key are kept in `acme.storage` (directory 0700, files 0600)
-//! and reused at start, so a restart orders nothing while they are good. A certificate is
+//! Certificates and the account key are kept in `acme.storage`, in a directory per CA (so a
+//! switch from a staging CA to a production one never serves the staging certificates),
+//! directories 0700 and files 0600, and reused at start, so a restart orders nothing while
+//! they are good. A certificate is
 //! renewed when it has less than `renew_before` left; a failed order is retried with backoff
 //! (1 minute, doubling up to 12 hours) while the current certificate keeps serving, and the
 //! error shows in `/api/routes` and in `berth_acme_orders_total{result="failure"}`.
@@ -27,7 +29,6 @@ use instant_acme::{
 };
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use serde::{Deserialize, Serialize};
 
 use super::certs::{CertSource, Certificate};
 use super::challenge::Challenges;
@@ -132,14 +133,6 @@ struct Domain {
     retry_at: Instant,
 }
 
-/// The account file: the credentials (with the account's private key) and the directory they
-/// belong to, so a changed `directory` gets a new account.
-#[derive(Serialize, Deserialize)]
-struct StoredAccount {
-    directory: String,
-    credentials: AccountCredentials,
-}
-
 /// The background service that obtains and renews certificates.
 pub struct AcmeManager {
     config: AcmeConfig,
@@ -173,8 +166,15 @@ impl AcmeManager {
         }
     }
 
+    /// Where this CA's account and certificates are kept.
+    fn ca_storage(&self) -> PathBuf {
+        self.config
+            .storage
+            .join(ca_directory_name(&self.config.directory))
+    }
+
     fn paths(&self, domain: &str) -> (PathBuf, PathBuf) {
-        let storage = &self.config.storage;
+        let storage = self.ca_storage();
         (
             storage.join(format!("{domain}.crt")),
             storage.join(format!("{domain}.key")),
@@ -314,6 +314,7 @@ impl AcmeManager {
         account: &mut Option<Account>,
     ) -> Result<Arc<Certificate>, String> {
         private_dir(&self.config.storage)?;
+        private_dir(&self.ca_storage())?;
         let account = match account {
             Some(account) => account,
             None => account.insert(self.account().await?),
@@ -398,7 +399,7 @@ impl AcmeManager {
         Ok(())
     }
 
-    /// The stored account for the configured directory, or a new one (then stored).
+    /// The stored account at this CA, or a new one (then stored).
     async fn account(&self) -> Result<Account, String> {
         let builder = || {
             match &self.config.ca_certificate {
@@ -407,16 +408,14 @@ impl AcmeManager {
             }
             .map_err(|e| format!("ACME HTTP client: {e}"))
         };
-        let path = self.config.storage.join("account.json");
+        let path = self.ca_storage().join("account.json");
         if let Ok(text) = fs::read(&path) {
-            let stored: StoredAccount =
+            let credentials: AccountCredentials =
                 serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            if stored.directory == self.config.directory {
-                return builder()?
-                    .from_credentials(stored.credentials)
-                    .await
-                    .map_err(|e| format!("account from {}: {e}", path.display()));
-            }
+            return builder()?
+                .from_credentials(credentials)
+                .await
+                .map_err(|e| format!("account from {}: {e}", path.display()));
         }
         let contact = self.config.email.as_ref().map(|e| format!("mailto:{e}"));
         let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -432,11 +431,8 @@ impl AcmeManager {
             )
             .await
             .map_err(|e| format!("account at {}: {e}", self.config.directory))?;
-        let stored = StoredAccount {
-            directory: self.config.directory.clone(),
-            credentials,
-        };
-        let json = serde_json::to_vec_pretty(&stored).expect("credentials serialize");
+        // The credentials hold the account's private key.
+        let json = serde_json::to_vec_pretty(&credentials).expect("credentials serialize");
         write_private(&path, &json)?;
         tracing::info!(directory = %self.config.directory, "ACME account created");
         Ok(account)
@@ -459,6 +455,23 @@ impl BackgroundService for AcmeManager {
             }
         }
     }
+}
+
+/// The directory name of a CA's files: its directory URL without the scheme, every character
+/// but letters, digits, `.` and `-` replaced (`acme-v02.api.letsencrypt.org-directory`).
+fn ca_directory_name(directory: &str) -> String {
+    let url = directory.strip_prefix("https://").unwrap_or(directory);
+    let name: String = url
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.trim_matches('-').to_owned()
 }
 
 /// Creates `dir` (and parents) and makes it 0700: it holds private keys.
@@ -515,6 +528,18 @@ mod tests {
         ] {
             assert!(not_orderable(domain).is_some(), "{domain}");
         }
+    }
+
+    #[test]
+    fn each_ca_gets_its_own_directory() {
+        assert_eq!(
+            ca_directory_name("https://acme-v02.api.letsencrypt.org/directory"),
+            "acme-v02.api.letsencrypt.org-directory"
+        );
+        assert_eq!(
+            ca_directory_name("https://127.0.0.1:14000/dir"),
+            "127.0.0.1-14000-dir"
+        );
     }
 
     #[test]
