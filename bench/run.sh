@@ -11,7 +11,7 @@
 #   bench/run.sh --scenario small --variant sysalloc:bin=/tmp/berth-sysalloc --variant pool16:pool=16
 #                                     berth variants (levers) in the same interleaved runs
 #
-# Layout: each proxy pinned to CPU 0 with one worker/thread; wrk (h2load for the h2c scenario)
+# Layout: each proxy pinned to CPU 0 with one worker/thread; wrk (h2load for the h2c and h2-tls scenarios)
 # and two nginx backends (one worker each) pinned to CPU 1. Runs are interleaved (A B C A B C ...) so drift hits every proxy
 # alike. The fair figure is the proxy's CPU time per request (user+system time of its whole
 # process tree from /proc/PID/stat, divided by the requests wrk completed): req/s alone is capped
@@ -58,7 +58,7 @@ SCALE_SERVICES (default 10000).
 EOF
 }
 
-ALL_SCENARIOS="small 16k 1m close c100 c1000 sticky sticky-new metrics h2c"
+ALL_SCENARIOS="small 16k 1m close c100 c1000 sticky sticky-new metrics h2c tls-small tls-16k tls-handshake h2-tls"
 # Idle upstream connections each proxy may keep; above the largest client concurrency (1,000),
 # so no scenario measures connection churn to the backends (HAProxy's pool is unbounded).
 POOL=1024
@@ -112,7 +112,7 @@ declare -A PORT=([direct]=$B1 [berth]=$((BASE + 101)) [berth-nometrics]=$((BASE 
 declare -A ADMIN=([berth]=$((BASE + 191)) [berth-nometrics]=$((BASE + 192)))
 SCALE_PORT=$((BASE + 111))
 SCALE_ADMIN=$((BASE + 193))
-# h2c scenario: connections x concurrent streams per connection.
+# h2c and h2-tls scenarios: connections x concurrent streams per connection.
 H2_CONNS=10
 H2_STREAMS=10
 
@@ -157,6 +157,7 @@ install_missing() {
     command -v wrk >/dev/null || missing+=(wrk)
     command -v h2load >/dev/null || missing+=(nghttp2-client)
     command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
     command -v taskset >/dev/null || missing+=(util-linux)
     if [ "$BUILD" = 1 ] && { [ -z "${BERTH_BIN:-}" ] || [ -z "${FLOOR_BIN:-}" ]; }; then
         command -v cmake >/dev/null || missing+=(cmake) # libz-ng-sys, via pingora-core
@@ -338,10 +339,21 @@ start_backends() {
 
 declare -A PID_OF=()
 
-# start_proxy TARGET STICKY(0|1) H2C(0|1): H2C=1 makes the client side HTTP/2 without TLS
-# (prior knowledge); backends are always reached over HTTP/1.1.
+# The one certificate every proxy serves in the TLS scenarios: ECDSA P-256, self-signed, for
+# $HOST (HAProxy wants the chain and the key in one file).
+make_certificate() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=$HOST" -addext "subjectAltName=DNS:$HOST" \
+        -keyout "$TMP/tls.key" -out "$TMP/tls.crt" 2>/dev/null
+    cat "$TMP/tls.crt" "$TMP/tls.key" >"$TMP/tls.pem"
+}
+
+# start_proxy TARGET STICKY(0|1) PROTO: what clients speak to the proxy: h1 (HTTP/1.1), h2c
+# (HTTP/2 without TLS, prior knowledge), tls (HTTPS; ALPN offers h2 and http/1.1) or h2tls
+# (the same, for HTTP/2 clients). Backends are always reached over plain HTTP/1.1.
 start_proxy() {
-    local target=$1 sticky=$2 h2c=$3 cfg
+    local target=$1 sticky=$2 proto=$3 cfg tls=0
+    [[ "$proto" == *tls ]] && tls=1
     case "$target" in
         direct) return ;;
         berth*)
@@ -350,42 +362,58 @@ start_proxy() {
             local access_log=${ACCESS_LOG_OF[$target]:-false}
             [ "$target" = berth-nometrics ] && metrics=false
             [ "$sticky" = 1 ] && sticky_line="sticky_cookie: SRV"
+            local tls_line=""
+            [ "$tls" = 1 ] && tls_line="    tls: {certificates: [{cert: $TMP/tls.crt, key: $TMP/tls.key}], default_certificate: $HOST}"
             render "$HERE/berth.yaml.tmpl" "$cfg" PORT="${PORT[$target]}" \
                 ADMIN="${ADMIN[$target]}" METRICS="$metrics" POOL="${POOL_OF[$target]:-$POOL}" \
                 ACCESS_LOG="$access_log" STICKY="$sticky_line" B1=$B1 B2=$B2 \
-                H2C="$([ "$h2c" = 1 ] && echo true || echo false)"
+                H2C="$([ "$proto" = h2c ] && echo true || echo false)" TLS="$tls_line"
             RUST_LOG=${BERTH_LOG:-warn} start $PROXY_CPU "$target" "${BIN_OF[$target]:-$BERTH}" \
                 serve --config "$cfg"
             ;;
         floor)
             # No stickiness, health checks or metrics: that is the point of it.
-            local h2c_arg=()
-            [ "$h2c" = 1 ] && h2c_arg=(--h2c)
+            local proto_args=()
+            [ "$proto" = h2c ] && proto_args=(--h2c)
+            [ "$tls" = 1 ] && proto_args=(--tls-cert "$TMP/tls.crt" --tls-key "$TMP/tls.key")
             start $PROXY_CPU floor "$FLOOR" --listen "127.0.0.1:${PORT[floor]}" \
-                --route "$HOST=127.0.0.1:$B1,127.0.0.1:$B2" --pool "$POOL" "${h2c_arg[@]}"
+                --route "$HOST=127.0.0.1:$B1,127.0.0.1:$B2" --pool "$POOL" "${proto_args[@]}"
             ;;
         nginx)
             mkdir -p "$TMP/nginx-proxy-tmp"
             cfg="$TMP/nginx-proxy.conf"
+            local listen="" ssl=""
+            case "$proto" in
+                h2c) listen=" http2" ;;
+                tls | h2tls) listen=" ssl http2" ;;
+            esac
+            [ "$tls" = 1 ] && ssl="ssl_certificate $TMP/tls.crt; ssl_certificate_key $TMP/tls.key;"
             render "$HERE/nginx-proxy.conf.tmpl" "$cfg" DIR="$TMP" PORT="${PORT[nginx]}" \
-                POOL=$POOL B1=$B1 B2=$B2 HTTP2="$([ "$h2c" = 1 ] && echo " http2")"
+                POOL=$POOL B1=$B1 B2=$B2 LISTEN="$listen" SSL="$ssl"
             start $PROXY_CPU nginx nginx -p "$TMP" -e "$TMP/nginx-proxy.error.log" -c "$cfg"
             ;;
         haproxy)
             cfg="$TMP/haproxy.cfg"
             local cookie="" c1="" c2=""
             [ "$sticky" = 1 ] && cookie="cookie SRV insert indirect" c1="cookie b1" c2="cookie b2"
+            local bind="" scheme=http
+            case "$proto" in
+                h2c) bind=" proto h2" ;;
+                tls | h2tls) bind=" ssl crt $TMP/tls.pem alpn h2,http/1.1" scheme=https ;;
+            esac
             render "$HERE/haproxy.cfg.tmpl" "$cfg" DIR="$TMP" PORT="${PORT[haproxy]}" \
                 B1=$B1 B2=$B2 COOKIE="$cookie" COOKIE_B1="$c1" COOKIE_B2="$c2" \
-                H2="$([ "$h2c" = 1 ] && echo " proto h2")"
+                BIND="$bind" SCHEME="$scheme"
             start $PROXY_CPU haproxy haproxy -db -f "$cfg"
             ;;
     esac
     PID_OF[$target]=$STARTED
     # 200 through the proxy means it routed and its health checks let a backend in.
-    local h2=()
-    [ "$h2c" = 1 ] && h2=(--http2-prior-knowledge)
-    wait_ok "http://127.0.0.1:${PORT[$target]}/" "$target" "$STARTED" "${h2[@]}"
+    case "$proto" in
+        h2c) wait_ok "http://127.0.0.1:${PORT[$target]}/" "$target" "$STARTED" --http2-prior-knowledge ;;
+        tls | h2tls) wait_ok "https://127.0.0.1:${PORT[$target]}/" "$target" "$STARTED" -k ;;
+        *) wait_ok "http://127.0.0.1:${PORT[$target]}/" "$target" "$STARTED" ;;
+    esac
 }
 
 stop_proxies() {
@@ -424,13 +452,15 @@ FAILED=()
 measure() {
     local scen=$1 target=$2 run=$3 path=$4 conns=$5
     shift 5
-    local url="http://127.0.0.1:${PORT[$target]}$path" pid="${PID_OF[$target]:-}"
+    local proto=${PROTO_OF[$scen]:-h1} scheme=http
+    [[ "$proto" == *tls ]] && scheme=https
+    local url="$scheme://127.0.0.1:${PORT[$target]}$path" pid="${PID_OF[$target]:-}"
     local before=(0 0) after=(0 0) out="$TMP/wrk-$scen-$target-$run.txt"
     [ -n "$pid" ] && read -r -a before <<<"$(cpu_ticks "$pid")"
     local c0=() c1=() t0 t1
     read -r -a c0 <<<"$(cpu_stat $PROXY_CPU) $(cpu_stat $LOAD_CPU)"
     t0=$(date +%s%N)
-    if [ "$scen" = h2c ]; then
+    if [[ "$proto" == h2* ]]; then
         taskset -c $LOAD_CPU h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D"$DURATION" \
             --log-file="$out.log" -H ":authority: $HOST" "$url" >"$out" 2>&1 || true
     else
@@ -441,7 +471,7 @@ measure() {
     t1=$(date +%s%N)
     read -r -a c1 <<<"$(cpu_stat $PROXY_CPU) $(cpu_stat $LOAD_CPU)"
     local requests rps p50 p99 errors
-    if [ "$scen" = h2c ]; then
+    if [[ "$proto" == h2* ]]; then
         # "requests: T total, S started, D done, OK succeeded, F failed, E errored, X timeout",
         # "status codes: A 2xx, B 3xx, C 4xx, D 5xx"; latencies from the per-request log
         # (h2load prints no percentiles): its third column is microseconds to the response end.
@@ -490,7 +520,7 @@ declare -A RSS_KB=()
 
 # run_scenario NAME: starts its proxies, runs the interleaved wrk runs, records peak RSS.
 run_scenario() {
-    local scen=$1 path=/ conns=50 sticky=0 h2c=0 runs targets=(direct berth floor nginx haproxy) extra=()
+    local scen=$1 path=/ conns=50 sticky=0 proto=h1 runs targets=(direct berth floor nginx haproxy) extra=()
     case "$scen" in
         small) ;;
         16k) path=/16k.bin ;;
@@ -501,8 +531,17 @@ run_scenario() {
         sticky | sticky-new) sticky=1 targets=(direct berth floor haproxy) ;;
         metrics) targets=(direct berth berth-nometrics floor nginx) ;;
         # The backends speak only HTTP/1.1, so there is no direct figure.
-        h2c) h2c=1 conns=$((H2_CONNS * H2_STREAMS)) targets=(berth floor nginx haproxy) ;;
+        h2c) proto=h2c conns=$((H2_CONNS * H2_STREAMS)) targets=(berth floor nginx haproxy) ;;
+        # The backends speak only plain HTTP, so TLS scenarios have no direct figure either.
+        tls-small) proto=tls targets=(berth floor nginx haproxy) ;;
+        tls-16k) proto=tls path=/16k.bin targets=(berth floor nginx haproxy) ;;
+        # A full handshake per request: wrk never resumes a TLS session.
+        tls-handshake) proto=tls extra=(-H "Connection: close") targets=(berth floor nginx haproxy) ;;
+        h2-tls) proto=h2tls conns=$((H2_CONNS * H2_STREAMS)) targets=(berth floor nginx haproxy) ;;
     esac
+    PROTO_OF[$scen]=$proto
+    local scheme=http
+    [[ "$proto" == *tls ]] && scheme=https
     if [ ${#VARIANTS[@]} -gt 0 ]; then
         local with=() t
         for t in "${targets[@]}"; do
@@ -516,7 +555,7 @@ run_scenario() {
     log "scenario $scen: ${targets[*]}, $runs x ${DURATION}s, $conns connections, GET $path ${extra[*]}"
     log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     local t
-    for t in "${targets[@]}"; do start_proxy "$t" "$sticky" "$h2c"; done
+    for t in "${targets[@]}"; do start_proxy "$t" "$sticky" "$proto"; done
     declare -A cookie_hdr=()
     for t in "${targets[@]}"; do
         cookie_hdr[$t]=""
@@ -536,13 +575,13 @@ run_scenario() {
         for t in "${targets[@]}"; do
             local hdr=()
             [ -n "${cookie_hdr[$t]}" ] && hdr=(-H "${cookie_hdr[$t]}")
-            if [ "$h2c" = 1 ]; then
+            if [[ "$proto" == h2* ]]; then
                 taskset -c $LOAD_CPU h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D2 \
-                    -H ":authority: $HOST" "http://127.0.0.1:${PORT[$t]}$path" >/dev/null 2>&1 || true
+                    -H ":authority: $HOST" "$scheme://127.0.0.1:${PORT[$t]}$path" >/dev/null 2>&1 || true
                 continue
             fi
             taskset -c $LOAD_CPU wrk -t1 -c"$conns" -d2s -H "Host: $HOST" "${extra[@]}" \
-                "${hdr[@]}" "http://127.0.0.1:${PORT[$t]}$path" >/dev/null 2>&1 || true
+                "${hdr[@]}" "$scheme://127.0.0.1:${PORT[$t]}$path" >/dev/null 2>&1 || true
         done
     fi
     local run
@@ -560,11 +599,13 @@ run_scenario() {
     stop_proxies
     TARGETS_OF[$scen]="${targets[*]}"
     DESC_OF[$scen]="$runs interleaved runs of ${DURATION}s, wrk -t1 -c$conns, GET $path${extra[*]:+, ${extra[*]}}"
-    if [ "$h2c" = 1 ]; then
-        DESC_OF[$scen]="$runs interleaved runs of ${DURATION}s, h2load -t1 -c$H2_CONNS -m$H2_STREAMS (HTTP/2 prior knowledge, $conns streams in flight; p50/p99 from its per-request log), GET $path"
-    fi
+    case "$proto" in
+        h2c) DESC_OF[$scen]="$runs interleaved runs of ${DURATION}s, h2load -t1 -c$H2_CONNS -m$H2_STREAMS (HTTP/2 prior knowledge, $conns streams in flight; p50/p99 from its per-request log), GET $path" ;;
+        h2tls) DESC_OF[$scen]="$runs interleaved runs of ${DURATION}s, h2load -t1 -c$H2_CONNS -m$H2_STREAMS over TLS (ALPN h2, $conns streams in flight; p50/p99 from its per-request log), GET $path" ;;
+        tls) DESC_OF[$scen]="${DESC_OF[$scen]} over TLS (the same ECDSA P-256 certificate in every proxy; wrk offers no ALPN, so HTTP/1.1)" ;;
+    esac
 }
-declare -A TARGETS_OF=() DESC_OF=()
+declare -A TARGETS_OF=() DESC_OF=() PROTO_OF=()
 
 median() { sort -g | awk '{a[NR] = $1} END {
     if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR/2] + a[NR/2 + 1]) / 2 }'; }
@@ -599,6 +640,14 @@ TITLE_sticky_new="Sticky sessions, no cookie sent (the proxy inserts Set-Cookie 
 TITLE_metrics="berth with metrics recording on (default) vs off"
 # shellcheck disable=SC2034
 TITLE_h2c="HTTP/2 without TLS from the client, HTTP/1.1 to the backends, small response"
+# shellcheck disable=SC2034
+TITLE_tls_small="HTTPS, small response (13 B), keep-alive, 50 connections"
+# shellcheck disable=SC2034
+TITLE_tls_16k="HTTPS, 16 KiB responses, keep-alive, 50 connections"
+# shellcheck disable=SC2034
+TITLE_tls_handshake="HTTPS, a new TLS connection (full handshake) per request, 50 connections"
+# shellcheck disable=SC2034
+TITLE_h2_tls="HTTP/2 over TLS from the client, HTTP/1.1 to the backends, small response"
 
 report_scenario() {
     local scen=$1 t title_var="TITLE_${1//-/_}"
@@ -794,7 +843,7 @@ scale_bench() {
 
 # start_loaded TARGET: starts TARGET (client side HTTP/1.1) and warms it up with 2 s of load.
 start_loaded() {
-    start_proxy "$1" 0 0
+    start_proxy "$1" 0 h1
     taskset -c $LOAD_CPU wrk -t1 -c50 -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[$1]}/" >/dev/null
 }
 
@@ -1036,6 +1085,7 @@ machine() {
 }
 
 start_backends
+make_certificate
 
 if [ "$PROFILE" = 1 ]; then
     profile_proxies

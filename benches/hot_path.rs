@@ -59,6 +59,8 @@ fn listener() -> ListenerConfig {
         name: "main".into(),
         address: "127.0.0.1:8080".parse().unwrap(),
         h2c: false,
+        tls: None,
+        redirect_https: false,
     }
 }
 

@@ -14,7 +14,9 @@
 //! 404 for an unknown host; otherwise it picks a backend with a
 //! `LoadBalancer<RoundRobin>` and proxies over HTTP/1.1. It has no health checks, metrics,
 //! forwarding headers, retries across backends, timeouts or logging: whatever berth spends
-//! on those is berth's overhead.
+//! on those is berth's overhead. With `--tls-cert` and `--tls-key` its listener terminates
+//! TLS the plainest way Pingora offers (one certificate, `TlsSettings::intermediate`, h2 and
+//! http/1.1 by ALPN), where berth chooses certificates by SNI.
 //!
 //! ```text
 //! cargo run --release --example pingora_floor -- \
@@ -28,6 +30,7 @@ use async_trait::async_trait;
 use clap::Parser;
 use http::header;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
@@ -56,8 +59,14 @@ struct Args {
     #[arg(long, default_value_t = 128)]
     pool: usize,
     /// Also accept HTTP/2 without TLS (prior knowledge) on the listener.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls_cert")]
     h2c: bool,
+    /// Terminate TLS with this PEM certificate chain (and `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<String>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<String>,
 }
 
 fn parse_route(route: &str) -> Result<(String, Vec<SocketAddr>), String> {
@@ -146,7 +155,14 @@ fn main() {
         .name("pingora floor")
         .server_options(options)
         .build();
-    service.add_tcp(&args.listen.to_string());
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let mut tls = TlsSettings::intermediate(cert, key).expect("TLS settings");
+            tls.enable_h2();
+            service.add_tls_with_settings(&args.listen.to_string(), None, tls);
+        }
+        _ => service.add_tcp(&args.listen.to_string()),
+    }
     server.add_service(service);
     server.run(Default::default());
 }

@@ -35,6 +35,10 @@ use crate::sources::{channel, FeedReader, Source, SourceService};
 use crate::spec::policy::MAX_RETRIES;
 use crate::spec::Snapshot;
 use crate::table::live::LiveTable;
+use crate::tls::acme::{AcmeManager, AcmeStatus};
+use crate::tls::challenge::Challenges;
+use crate::tls::store::{CertMap, CertStore};
+use crate::tls::TlsLookup;
 
 /// A berth ready to run: its config loaded and checked, its sources chosen.
 pub struct App {
@@ -42,6 +46,8 @@ pub struct App {
     config: Config,
     /// The file's services as loaded at start.
     file_snapshot: Snapshot,
+    /// The TLS listeners' certificates as loaded at start.
+    certificates: Vec<CertMap>,
     /// Sources after the file, Swarm and Docker, lowest precedence last.
     extra_sources: Vec<Box<dyn Source>>,
     extra_services: Vec<Box<dyn ServiceWithDependents>>,
@@ -57,16 +63,20 @@ struct Shared {
     reload: watch::Sender<u64>,
     /// The last reload request the file source has finished.
     reloaded: watch::Receiver<u64>,
+    certificates: Arc<CertStore>,
+    /// With an `acme` section: the challenges in flight and each domain's state.
+    acme: Option<(Arc<Challenges>, Arc<AcmeStatus>)>,
 }
 
 impl App {
     /// Loads the config at `path` with its services; an error is for the operator, one line.
     pub fn load(path: PathBuf) -> Result<App, String> {
-        let (config, file_snapshot) = file::load(&path).map_err(|e| e.to_string())?;
+        let loaded = file::load(&path).map_err(|e| e.to_string())?;
         Ok(App {
             path,
-            config,
-            file_snapshot,
+            config: loaded.config,
+            file_snapshot: loaded.snapshot,
+            certificates: loaded.certificates,
             extra_sources: Vec::new(),
             extra_services: Vec::new(),
         })
@@ -104,6 +114,7 @@ impl App {
         let lifecycle = Arc::new(Lifecycle::default());
         let (reload, _) = watch::channel(0);
         let (reloaded_tx, reloaded) = watch::channel(0);
+        let metrics = Metrics::new();
         let shared = Shared {
             readiness: Arc::new(Readiness::new(
                 Arc::clone(&live),
@@ -112,11 +123,20 @@ impl App {
             )),
             live,
             lifecycle,
-            metrics: Metrics::new(),
+            certificates: CertStore::new(self.certificates, Arc::clone(&metrics)),
+            metrics,
             reload,
             reloaded,
+            acme: self
+                .config
+                .acme
+                .as_ref()
+                .map(|_| (Arc::default(), Arc::default())),
         };
         shared.metrics.config_reload(true);
+        if self.config.listeners.iter().any(|l| l.tls.is_some()) {
+            shared.metrics.tls_listeners();
+        }
         if self.config.server.access_log {
             crate::ops::access_log::enable();
         }
@@ -144,6 +164,18 @@ impl App {
             "health checks",
             Prober::new(Arc::clone(&shared.live)),
         ));
+        if let (Some(acme), Some((challenges, status))) = (&config.acme, &shared.acme) {
+            let manager = AcmeManager::new(
+                acme.clone(),
+                config.listeners.clone(),
+                Arc::clone(&shared.live),
+                Arc::clone(&shared.certificates),
+                Arc::clone(challenges),
+                Arc::clone(status),
+                Arc::clone(&shared.metrics),
+            );
+            server.add_service(background_service("acme", manager));
+        }
         add_listeners(&mut server, &config, &shared);
         add_admin(&mut server, &config, &shared);
         if systemd::expected() {
@@ -233,6 +265,7 @@ fn sources(
         shared.reload.subscribe(),
         reloaded,
         Arc::clone(&shared.metrics),
+        Arc::clone(&shared.certificates),
     );
     let mut sources: Vec<(Box<dyn Source>, Option<Snapshot>)> =
         vec![(Box::new(file), Some(file_snapshot))];
@@ -266,20 +299,42 @@ fn server(config: &Config) -> Server {
 
 fn add_listeners(server: &mut Server, config: &Config, shared: &Shared) {
     let record = config.admin.as_ref().is_some_and(|a| a.metrics);
+    // Redirects go to the first TLS listener's port.
+    let https_port = config
+        .listeners
+        .iter()
+        .find(|l| l.tls.is_some())
+        .map(|l| l.address.port());
     for (index, listener) in config.listeners.iter().enumerate() {
         let mut options = HttpServerOptions::default();
         options.h2c = listener.h2c;
-        let proxy = Proxy::new(
+        let mut proxy = Proxy::new(
             index,
             Arc::clone(&shared.live),
             Arc::clone(&shared.lifecycle),
             record.then(|| Arc::clone(&shared.metrics)),
         );
+        if let Some(tls) = &listener.tls {
+            proxy = proxy.tls(tls.min_version);
+        } else if let Some((challenges, _)) = &shared.acme {
+            proxy = proxy.acme_challenges(Arc::clone(challenges));
+        }
+        if let (true, Some(port)) = (listener.redirect_https, https_port) {
+            proxy = proxy.redirect_https(port);
+        }
         let mut service = ProxyServiceBuilder::new(&server.configuration, proxy)
             .name(format!("listener {}", listener.name))
             .server_options(options)
             .build();
-        service.add_tcp(&listener.address.to_string());
+        let address = listener.address.to_string();
+        match &listener.tls {
+            Some(tls) => service.add_tls_with_settings(
+                &address,
+                None,
+                crate::tls::listener_settings(tls, &shared.certificates, index),
+            ),
+            None => service.add_tcp(&address),
+        }
         server.add_service(service);
     }
 }
@@ -304,6 +359,11 @@ fn add_admin(server: &mut Server, config: &Config, shared: &Shared) {
             admin.metrics.then(|| Arc::clone(&shared.metrics)),
             admin.metrics_detail,
             traffic,
+            TlsLookup::new(
+                config.listeners.clone(),
+                Arc::clone(&shared.certificates),
+                shared.acme.as_ref().map(|(_, status)| Arc::clone(status)),
+            ),
         ),
     );
     service.add_tcp(&admin.address.to_string());

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::spec::hostname::parse_domain_pattern;
 use crate::spec::policy::{self, with_policy_knobs};
 use crate::spec::PolicyLayer;
 
@@ -32,6 +33,8 @@ pub struct Config {
     pub services: Vec<ServiceEntry>,
     pub docker: DockerConfig,
     pub swarm: SwarmConfig,
+    /// Automatic certificates; `None` when the file has no `acme:` section.
+    pub acme: Option<AcmeConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -43,6 +46,141 @@ pub struct ListenerConfig {
     /// Also accept HTTP/2 without TLS (prior knowledge) on this listener.
     #[serde(default)]
     pub h2c: bool,
+    /// Terminate TLS on this listener.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    /// Answer every request with a redirect to the same URL over HTTPS (ACME HTTP-01
+    /// challenges excepted); such a listener serves no service.
+    #[serde(default)]
+    pub redirect_https: bool,
+}
+
+impl ListenerConfig {
+    /// The listener without what a reload may change (its certificates): the part that is
+    /// bound at start.
+    fn bound_at_start(&self) -> ListenerConfig {
+        let mut listener = self.clone();
+        if let Some(tls) = &mut listener.tls {
+            tls.certificates.clear();
+            tls.default_certificate = None;
+        }
+        listener
+    }
+}
+
+/// A TLS listener's settings. Its certificates reload with the file; the rest is bound at start.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Chosen by SNI: exact name first, then a wildcard one label up.
+    #[serde(default)]
+    pub certificates: Vec<CertificateFiles>,
+    /// A name of one of `certificates`: served to clients whose SNI matches none (or that send
+    /// none). Without it such handshakes are refused.
+    #[serde(default, deserialize_with = "certificate_name")]
+    pub default_certificate: Option<String>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    #[serde(default)]
+    pub alpn: Alpn,
+}
+
+/// One certificate chain and its private key, both PEM files.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf's private key (PKCS#8, SEC1 or PKCS#1; ECDSA, RSA or Ed25519).
+    pub key: PathBuf,
+}
+
+/// The lowest TLS version a listener accepts. rustls has no TLS 1.0 or 1.1 at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match policy::de::scalar(d)?.trim() {
+            "1.2" => Ok(TlsVersion::Tls12),
+            "1.3" => Ok(TlsVersion::Tls13),
+            "1.0" | "1.1" => Err(de::Error::custom(
+                "TLS 1.0 and 1.1 are not supported (rustls implements 1.2 and 1.3 only)",
+            )),
+            other => Err(de::Error::custom(format!(
+                "unknown TLS version {other:?}, expected \"1.2\" or \"1.3\""
+            ))),
+        }
+    }
+}
+
+/// The application protocols a TLS listener offers in ALPN, in its order of preference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Alpn {
+    /// `[h2, http/1.1]`: HTTP/2 to clients that offer it, else HTTP/1.1.
+    #[default]
+    H2Http11,
+    /// `[http/1.1]`: HTTP/1.1 only.
+    Http11,
+    /// `[h2]`: HTTP/2 only (clients that send no ALPN still get HTTP/1.1).
+    H2,
+}
+
+impl<'de> Deserialize<'de> for Alpn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let protocols = Vec::<String>::deserialize(d)?;
+        let protocols: Vec<&str> = protocols.iter().map(|p| p.trim()).collect();
+        match protocols.as_slice() {
+            ["h2", "http/1.1"] => Ok(Alpn::H2Http11),
+            ["http/1.1"] => Ok(Alpn::Http11),
+            ["h2"] => Ok(Alpn::H2),
+            _ => Err(de::Error::custom(format!(
+                "unsupported ALPN list {protocols:?}; use [h2, http/1.1], [http/1.1] or [h2] \
+                 (Pingora cannot prefer HTTP/1.1 over h2)"
+            ))),
+        }
+    }
+}
+
+/// The `acme:` section: certificates obtained and renewed automatically (RFC 8555).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's directory URL, e.g. `https://acme-v02.api.letsencrypt.org/directory`.
+    #[serde(deserialize_with = "https_url")]
+    pub directory: String,
+    /// Contact address the CA may write to about expiring certificates and problems.
+    #[serde(default, deserialize_with = "email")]
+    pub email: Option<String>,
+    /// Where the account key and the certificates are kept (created 0700, files 0600).
+    #[serde(default = "default_acme_storage")]
+    pub storage: PathBuf,
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+    /// A certificate is renewed when it has less than this left.
+    #[serde(
+        default = "default_renew_before",
+        deserialize_with = "positive_duration"
+    )]
+    pub renew_before: Duration,
+    /// Trust this CA (PEM) for the directory's HTTPS instead of the system's roots: for a
+    /// private ACME CA.
+    #[serde(default)]
+    pub ca_certificate: Option<PathBuf>,
+}
+
+/// How the CA checks that berth serves a domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallenge {
+    /// A token served at `http://<domain>/.well-known/acme-challenge/<token>` on port 80: it
+    /// cannot prove wildcard names.
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -254,7 +392,13 @@ impl Config {
     /// Whether `other` needs a restart to take effect, and why (listeners, admin and process
     /// settings are bound at start; services and defaults reload live).
     pub fn restart_needed_for(&self, other: &Config) -> Option<&'static str> {
-        if self.listeners != other.listeners {
+        let bound = |c: &Config| -> Vec<ListenerConfig> {
+            c.listeners
+                .iter()
+                .map(ListenerConfig::bound_at_start)
+                .collect()
+        };
+        if bound(self) != bound(other) {
             Some("listeners")
         } else if self.admin != other.admin {
             Some("admin")
@@ -262,6 +406,8 @@ impl Config {
             Some("server")
         } else if self.docker != other.docker || self.swarm != other.swarm {
             Some("discovery")
+        } else if self.acme != other.acme {
+            Some("acme")
         } else {
             None
         }
@@ -298,6 +444,8 @@ struct RawConfig {
     services: Vec<ServiceEntry>,
     #[serde(default)]
     discovery: RawDiscovery,
+    #[serde(default)]
+    acme: Option<AcmeConfig>,
 }
 
 #[derive(Deserialize, Default)]
@@ -362,6 +510,7 @@ impl RawConfig {
                     format!("address {} is used twice", listener.address),
                 ));
             }
+            self.validate_tls(i, listener)?;
         }
         self.defaults
             .validate()
@@ -398,7 +547,33 @@ impl RawConfig {
             services: self.services,
             docker: self.discovery.docker,
             swarm: self.discovery.swarm,
+            acme: self.acme,
         })
+    }
+
+    fn validate_tls(&self, i: usize, listener: &ListenerConfig) -> Result<(), Invalid> {
+        let at = |key: &str| format!("listeners[{i}].{key}");
+        match &listener.tls {
+            Some(_) if listener.redirect_https => Err((
+                at("redirect_https"),
+                "a TLS listener cannot redirect to HTTPS; redirect from a plain listener".into(),
+            )),
+            Some(_) if listener.h2c => Err((
+                at("h2c"),
+                "h2c is HTTP/2 without TLS; a TLS listener offers h2 through `alpn`".into(),
+            )),
+            Some(tls) if tls.certificates.is_empty() && self.acme.is_none() => Err((
+                at("tls.certificates"),
+                "a TLS listener needs certificates, or an `acme` section to obtain them".into(),
+            )),
+            None if listener.redirect_https && !self.listeners.iter().any(|l| l.tls.is_some()) => {
+                Err((
+                    at("redirect_https"),
+                    "redirects to HTTPS need a listener with `tls`".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -431,6 +606,61 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     policy::parse_duration(&policy::de::scalar(d)?).map_err(de::Error::custom)
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match duration(d)? {
+        Duration::ZERO => Err(de::Error::custom("must be longer than 0s")),
+        positive => Ok(positive),
+    }
+}
+
+/// A certificate's DNS name (`example.com` or `*.example.com`), lowercase.
+fn certificate_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = parse_domain_pattern(&policy::de::scalar(d)?).map_err(de::Error::custom)?;
+    if name == "*" {
+        return Err(de::Error::custom(
+            "name one of the certificate's DNS names, e.g. example.com",
+        ));
+    }
+    Ok(Some(name))
+}
+
+fn https_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = policy::de::scalar(d)?.trim().to_owned();
+    let valid = url
+        .strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+    if valid {
+        Ok(url)
+    } else {
+        Err(de::Error::custom(format!(
+            "{url:?} is not an https:// URL (the ACME directory, e.g. \
+             https://acme-v02.api.letsencrypt.org/directory)"
+        )))
+    }
+}
+
+fn email<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let email = policy::de::scalar(d)?.trim().to_owned();
+    match email.split_once('@') {
+        Some((user, domain))
+            if !user.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace) =>
+        {
+            Ok(Some(email))
+        }
+        _ => Err(de::Error::custom(format!(
+            "{email:?} is not an e-mail address"
+        ))),
+    }
+}
+
+fn default_acme_storage() -> PathBuf {
+    PathBuf::from("/var/lib/berth/acme")
+}
+
+fn default_renew_before() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 
 #[cfg(test)]
@@ -515,5 +745,109 @@ mod tests {
         let b = parse(&MINIMAL.replace("8080", "8081")).unwrap();
         assert_eq!(a.restart_needed_for(&a), None);
         assert_eq!(a.restart_needed_for(&b), Some("listeners"));
+    }
+
+    const TLS: &str =
+        "listeners:\n  - name: public\n    address: \"127.0.0.1:8443\"\n    tls:\n      \
+                       certificates:\n        - {cert: a.pem, key: a.key}\n      \
+                       default_certificate: A.example.com\n";
+
+    #[test]
+    fn tls_listeners_parse_with_their_defaults() {
+        let config = parse(TLS).unwrap();
+        let tls = config.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.certificates[0].cert, Path::new("a.pem"));
+        assert_eq!(tls.default_certificate.as_deref(), Some("a.example.com"));
+        assert_eq!(tls.min_version, TlsVersion::Tls12);
+        assert_eq!(tls.alpn, Alpn::H2Http11);
+        let strict = parse(&format!(
+            "{TLS}      min_version: 1.3\n      alpn: [http/1.1]\n"
+        ))
+        .unwrap();
+        let tls = strict.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(
+            (tls.min_version, tls.alpn),
+            (TlsVersion::Tls13, Alpn::Http11)
+        );
+    }
+
+    #[test]
+    fn certificates_reload_but_the_rest_of_a_tls_listener_needs_a_restart() {
+        let a = parse(TLS).unwrap();
+        let new_certificates = parse(
+            &TLS.replace("a.pem", "b.pem")
+                .replace("A.example", "b.example"),
+        )
+        .unwrap();
+        assert_eq!(a.restart_needed_for(&new_certificates), None);
+        let strict = parse(&format!("{TLS}      min_version: \"1.3\"\n")).unwrap();
+        assert_eq!(a.restart_needed_for(&strict), Some("listeners"));
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_are_refused() {
+        let cases = [
+            (
+                format!("{TLS}      min_version: 1.1\n"),
+                "listeners[0].tls.min_version",
+                "not supported",
+            ),
+            (
+                format!("{TLS}      alpn: [http/1.1, h2]\n"),
+                "listeners[0].tls.alpn",
+                "unsupported ALPN",
+            ),
+            (
+                format!("{TLS}    redirect_https: true\n"),
+                "listeners[0].redirect_https",
+                "cannot redirect",
+            ),
+            (format!("{TLS}    h2c: true\n"), "listeners[0].h2c", "h2c"),
+            (
+                TLS.replace(
+                    "certificates:\n        - {cert: a.pem, key: a.key}\n      ",
+                    "",
+                ),
+                "listeners[0].tls.certificates",
+                "needs certificates",
+            ),
+            (
+                format!("{MINIMAL}    redirect_https: true\n"),
+                "listeners[0].redirect_https",
+                "need a listener with `tls`",
+            ),
+            (
+                format!("{TLS}acme:\n  directory: http://ca.test/dir\n"),
+                "acme.directory",
+                "https://",
+            ),
+            (
+                format!("{TLS}acme:\n  directory: https://ca.test/dir\n  renew_before: 0s\n"),
+                "acme.renew_before",
+                "longer than 0s",
+            ),
+            (
+                format!("{TLS}acme:\n  directory: https://ca.test/dir\n  challenge: dns-01\n"),
+                "acme.challenge",
+                "unknown variant",
+            ),
+        ];
+        for (text, key_path, problem) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert_eq!(err.key_path, key_path, "{text}: {err}");
+            assert!(err.message.contains(problem), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn acme_alone_can_supply_a_tls_listener() {
+        let text = "listeners:\n  - {name: public, address: \"127.0.0.1:8443\", tls: {}}\n  \
+                    - {name: redirect, address: \"127.0.0.1:8080\", redirect_https: true}\n\
+                    acme:\n  directory: https://ca.test/dir\n  email: ops@example.com\n";
+        let config = parse(text).unwrap();
+        let acme = config.acme.unwrap();
+        assert_eq!(acme.storage, Path::new("/var/lib/berth/acme"));
+        assert_eq!(acme.renew_before, Duration::from_secs(30 * 24 * 3600));
+        assert!(config.listeners[1].redirect_https);
     }
 }

@@ -12,7 +12,9 @@ use crate::sources::file;
 use crate::whoami::Whoami;
 
 pub fn demo(path: PathBuf) -> Result<(), String> {
-    let (config, snapshot) = file::load(&path).map_err(|e| e.to_string())?;
+    let file::Loaded {
+        config, snapshot, ..
+    } = file::load(&path).map_err(|e| e.to_string())?;
     let backends: BTreeSet<SocketAddr> = snapshot
         .services
         .iter()

@@ -23,16 +23,18 @@
 //! # Module dependencies (one direction, no cycles)
 //!
 //! ```text
-//!  app ─► proxy ─► ops ─► table ─► health ─► spec
-//!   │              │        │        │        ▲
-//!   ├─► control ───┼────────┘        │        │
-//!   │     └─► sources ───────────────┼────────┤
-//!   └─► config ──────────────────────┴────────┘      metrics ─► spec (used by all above)
+//!  app ─► proxy ─► ops ─► tls ─► table ─► health ─► spec
+//!   │              │       ▲       │        │        ▲
+//!   ├─► control ───┼───────┼───────┘        │        │
+//!   │     └─► sources ─────┴────────────────┼────────┤
+//!   └─► config ─────────────────────────────┴────────┘      metrics ─► spec (used by all above)
 //! ```
 //!
 //! `spec` (the source-neutral language) is the leaf; `health` holds per-backend state and the
 //! probes, and knows no table; `table` holds what is compiled; `sources` never import `control`;
-//! `ops` (admin, signals, logs) and `proxy` read the live table; `app` wires everything.
+//! `tls` holds the certificates (the file source reloads them, the ACME manager reads the live
+//! table for its domains); `ops` (admin, signals, logs) and `proxy` read the live table and
+//! the certificates; `app` wires everything.
 
 pub mod app;
 pub mod config;
@@ -45,4 +47,5 @@ pub mod proxy;
 pub mod sources;
 pub mod spec;
 pub mod table;
+pub mod tls;
 pub mod whoami;

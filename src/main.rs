@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use pingora_core::apps::http_app::HttpServer;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
@@ -54,6 +56,9 @@ enum Command {
         /// Answer every request but /health with this status.
         #[arg(long, default_value_t = 200)]
         status: u16,
+        /// Also accept HTTP/2 without TLS (prior knowledge), as gRPC servers do.
+        #[arg(long)]
+        h2c: bool,
     },
     /// Exit 0 if the running berth's admin `/healthz` answers 200 (for Docker `HEALTHCHECK`;
     /// the image has no curl).
@@ -93,6 +98,7 @@ fn header_safe(name: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    berth::tls::install_crypto_provider();
     let cli = Cli::parse();
     berth::ops::logging::init();
     let result = match cli.command {
@@ -111,12 +117,14 @@ fn main() -> ExitCode {
             name,
             delay,
             status,
+            h2c,
         } => http::StatusCode::from_u16(status)
             .map_err(|e| format!("--status {status}: {e}"))
             .map(|status| {
                 whoami(
                     listen,
                     Whoami::new(name).with_delay(delay).with_status(status),
+                    h2c,
                 )
             }),
     };
@@ -131,15 +139,21 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> Result<(), String> {
-    let (config, snapshot) = file::load(path).map_err(|e| e.to_string())?;
+    let file::Loaded {
+        config,
+        snapshot,
+        certificates,
+    } = file::load(path).map_err(|e| e.to_string())?;
     let services = &snapshot.services;
+    let certificates: usize = certificates.iter().map(|c| c.len()).sum();
     let backends: usize = services.iter().map(|s| s.backends.len()).sum();
     println!(
-        "{}: ok ({} listeners, {} services, {} backends{})",
+        "{}: ok ({} listeners, {} services, {} backends, {} certificates{})",
         path.display(),
         config.listeners.len(),
         services.len(),
         backends,
+        certificates,
         match (config.docker.enabled, config.swarm.enabled) {
             (true, true) => ", docker and swarm discovery on",
             (true, false) => ", docker discovery on",
@@ -185,7 +199,7 @@ fn routes(admin: Option<String>, config: Option<PathBuf>, json: bool, verbose: b
     }
 }
 
-fn whoami(listen: SocketAddr, whoami: Whoami) {
+fn whoami(listen: SocketAddr, whoami: Whoami, h2c: bool) {
     let conf = ServerConf {
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
@@ -193,7 +207,11 @@ fn whoami(listen: SocketAddr, whoami: Whoami) {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = Service::new("whoami".to_owned(), whoami);
+    let mut app = HttpServer::new_app(whoami);
+    let mut options = HttpServerOptions::default();
+    options.h2c = h2c;
+    app.server_options = Some(options);
+    let mut service = Service::new("whoami".to_owned(), app);
     service.add_tcp(&listen.to_string());
     server.add_service(service);
     server.run(Default::default());

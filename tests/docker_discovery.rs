@@ -407,3 +407,66 @@ async fn bad_labels_skip_only_their_container_with_a_clear_warning() {
     }
     assert!(!log.contains("panicked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_label_opts_a_container_into_tls_listeners() {
+    if !available("tls_label") {
+        return;
+    }
+    let secure_host = domain("secure");
+    let plain_host = domain("plain");
+    let secure = Container::run(
+        "secure",
+        &[
+            ("berth.routing.port_80", secure_host.as_str()),
+            ("berth.tls", "true"),
+            ("berth.tls.hsts", "max-age=60"),
+        ],
+        &[],
+    );
+    let plain = Container::run(
+        "plain",
+        &[("berth.routing.port_80", plain_host.as_str())],
+        &[],
+    );
+    let pki = common::tls::Pki::new();
+    let (crt, key) = pki.leaf("both", "both", &[&secure_host, &plain_host], -1, 30);
+    let public = free_addr();
+    let berth = Berth::start(&format!(
+        r#"listeners:
+  - name: main
+    address: "{{http}}"
+  - name: public
+    address: "{public}"
+    tls:
+      certificates: [{{cert: "{crt}", key: "{key}"}}]
+admin:
+  address: "{{admin}}"
+defaults:
+  health_check: {{ interval: 250ms, timeout: 1s }}
+discovery:
+  docker:
+    enabled: true
+    debounce: 20ms
+"#,
+        crt = crt.display(),
+        key = key.display(),
+    ));
+    berth.wait_backend_health(&secure_host, backend(&secure), "healthy");
+    berth.wait_backend_health(&plain_host, backend(&plain), "healthy");
+    let ca = pki.ca_file();
+    for (host, served) in [(&secure_host, true), (&plain_host, false)] {
+        let mut tls = common::tls::Tls::connect(public, &ca, common::tls::Hello::sni(host))
+            .await
+            .unwrap();
+        let (status, headers, body) = tls.get(host, "/").await.unwrap();
+        if served {
+            assert_eq!((status, body.trim()), (200, secure.short_id()));
+            assert!(headers.contains(&("strict-transport-security".into(), "max-age=60".into())));
+        } else {
+            assert_eq!(status, 404, "{host} has no berth.tls label");
+        }
+        let reply = get(&client(), &berth.url("/"), host).await.unwrap();
+        assert_eq!(reply.status, 200, "plain listeners serve {host} either way");
+    }
+}

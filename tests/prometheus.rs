@@ -32,6 +32,8 @@ const MAY_BE_EMPTY: &[&str] = &[
     // tests run berth with static services only.
     "berth_discovery_events_total",
     "berth_discovery_errors_total",
+    // ACME orders only have series where an `acme` section is configured (tests/acme.rs).
+    "berth_acme_orders_total",
 ];
 
 fn prometheus_missing() -> bool {
@@ -46,12 +48,13 @@ fn prometheus_missing() -> bool {
 
 /// Two whoami backends behind service `api` (HTTP probes every 200ms), and service `flaky`
 /// whose second backend refuses connections and is never probed, so every other request to
-/// it is a connection error and a retry.
+/// it is a connection error and a retry. A TLS listener holds a certificate for `api`.
 struct Scenario {
     a: Whoami,
     b: Whoami,
     dead: SocketAddr,
     berth: Berth,
+    _pki: common::tls::Pki,
 }
 
 impl Scenario {
@@ -59,8 +62,17 @@ impl Scenario {
         let a = Whoami::start("a");
         let b = Whoami::start("b");
         let dead = free_addr();
+        let pki = common::tls::Pki::new();
+        let (crt, key) = pki.leaf("api", "api", &["api.example.com"], -1, 30);
+        let tls_listener = format!(
+            "  - name: public\n    address: \"{}\"\n    tls:\n      certificates: [{{cert: \"{}\", key: \"{}\"}}]\n",
+            free_addr(),
+            crt.display(),
+            key.display()
+        );
+        let listeners = LISTENERS.replace("admin:", &format!("{tls_listener}admin:"));
         let berth = Berth::start(&format!(
-            r#"{LISTENERS}services:
+            r#"{listeners}services:
   - name: api
     domains: ["api.example.com"]
     health_check: {{ interval: 200ms, timeout: 500ms }}
@@ -79,7 +91,13 @@ impl Scenario {
         ));
         berth.wait_backend_health("api", a.addr, "healthy");
         berth.wait_backend_health("api", b.addr, "healthy");
-        Scenario { a, b, dead, berth }
+        Scenario {
+            a,
+            b,
+            dead,
+            berth,
+            _pki: pki,
+        }
     }
 }
 
@@ -701,7 +719,8 @@ fn dashboard_is_importable_and_provisionable() {
             "Backends",
             "Resilience",
             "Health checks",
-            "Control plane"
+            "Control plane",
+            "TLS"
         ]
     );
 

@@ -111,6 +111,8 @@ mod tests {
             name: "main".into(),
             address: "127.0.0.1:0".parse().unwrap(),
             h2c: false,
+            tls: None,
+            redirect_https: false,
         }
     }
 

@@ -19,7 +19,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::Backend;
 
-use crate::spec::policy::{HealthCheckSpec, ProbeKind};
+use crate::spec::policy::{BackendProtocol, HealthCheckSpec, ProbeKind};
 
 type Check = dyn HealthCheck + Send + Sync;
 
@@ -33,6 +33,8 @@ struct CheckKey {
     host: String,
     port: Option<u16>,
     timeout: Duration,
+    /// HTTP probes speak HTTP/2 by prior knowledge (to backends that speak nothing else).
+    h2c: bool,
 }
 
 /// Checks shared across services and across route-table versions; an entry lives as long as
@@ -71,6 +73,9 @@ fn build_check(key: &CheckKey) -> Arc<Check> {
             http.peer_template.options.connection_timeout = Some(key.timeout);
             http.peer_template.options.read_timeout = Some(key.timeout);
             http.port_override = key.port;
+            if key.h2c {
+                http.peer_template.options.set_http_version(2, 2);
+            }
             http.validator = Some(Box::new(accept_2xx_3xx));
             Arc::new(http)
         }
@@ -121,8 +126,13 @@ pub struct Probe {
 
 impl Probe {
     /// `None` when the service does not probe (`type: none`). `host` is the `Host` header of
-    /// HTTP probes.
-    pub fn new(spec: &HealthCheckSpec, host: &str, cache: &ProbeCache) -> Option<Arc<Probe>> {
+    /// HTTP probes, which speak the service's `protocol` to its backends.
+    pub fn new(
+        spec: &HealthCheckSpec,
+        host: &str,
+        protocol: BackendProtocol,
+        cache: &ProbeCache,
+    ) -> Option<Arc<Probe>> {
         let (path, host) = match spec.kind {
             ProbeKind::None => return None,
             ProbeKind::Http => (spec.path.clone(), host.to_owned()),
@@ -134,6 +144,7 @@ impl Probe {
             host,
             port: spec.port,
             timeout: spec.timeout,
+            h2c: spec.kind == ProbeKind::Http && protocol == BackendProtocol::H2c,
         });
         Some(Arc::new(Probe {
             check,
@@ -171,10 +182,10 @@ mod tests {
     fn services_that_probe_alike_share_one_check() {
         let cache = ProbeCache::default();
         let tcp = spec(ProbeKind::Tcp);
-        let a = Probe::new(&tcp, "a.test", &cache).unwrap();
+        let a = Probe::new(&tcp, "a.test", BackendProtocol::H1, &cache).unwrap();
         let mut slower = tcp.clone();
         slower.interval = Duration::from_secs(9);
-        let b = Probe::new(&slower, "b.test", &cache).unwrap();
+        let b = Probe::new(&slower, "b.test", BackendProtocol::H1, &cache).unwrap();
         assert!(
             Arc::ptr_eq(&a.check, &b.check),
             "interval and host do not matter to TCP"
@@ -183,10 +194,16 @@ mod tests {
             path: "/h".into(),
             ..spec(ProbeKind::Http)
         };
-        let c = Probe::new(&http, "a.test", &cache).unwrap();
-        let d = Probe::new(&http, "b.test", &cache).unwrap();
+        let c = Probe::new(&http, "a.test", BackendProtocol::H1, &cache).unwrap();
+        let d = Probe::new(&http, "b.test", BackendProtocol::H1, &cache).unwrap();
         assert!(!Arc::ptr_eq(&c.check, &d.check), "the Host header differs");
-        assert!(Probe::new(&spec(ProbeKind::None), "a.test", &cache).is_none());
+        assert!(Probe::new(
+            &spec(ProbeKind::None),
+            "a.test",
+            BackendProtocol::H1,
+            &cache
+        )
+        .is_none());
     }
 
     #[tokio::test]
@@ -198,7 +215,7 @@ mod tests {
             .local_addr()
             .unwrap();
         let cache = ProbeCache::default();
-        let probe = Probe::new(&spec(ProbeKind::Tcp), "", &cache).unwrap();
+        let probe = Probe::new(&spec(ProbeKind::Tcp), "", BackendProtocol::H1, &cache).unwrap();
         let backend = |addr: std::net::SocketAddr| Backend::new(&addr.to_string()).unwrap();
         assert!(probe.run(&backend(open)).await.is_ok());
         assert_eq!(

@@ -20,9 +20,12 @@
 pub mod series;
 pub mod text;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use series::status_label;
 pub use series::{ServerSeries, ServiceSeries};
@@ -35,6 +38,81 @@ pub struct Metrics {
     config_last_reload_success: IntGauge,
     discovery_events: IntCounterVec,
     discovery_errors: IntCounterVec,
+    certificate_expiry: IntGaugeVec,
+    acme_orders: IntCounterVec,
+}
+
+/// Why a client's TLS handshake failed, as far as Pingora's log line tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// berth had no certificate for the name the client asked for (SNI), or the client
+    /// cannot speak the listener's minimum version.
+    NoCertificate,
+    /// The client aborted with an alert (e.g. it does not trust the certificate).
+    ClientAlert,
+    /// No common protocol version, cipher suite or signature scheme, or a malformed message.
+    Protocol,
+    /// The connection closed or was reset during the handshake.
+    Closed,
+    /// No handshake within 60 s (Pingora's fixed limit).
+    Timeout,
+    Other,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 6] = [
+        Self::NoCertificate,
+        Self::ClientAlert,
+        Self::Protocol,
+        Self::Closed,
+        Self::Timeout,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoCertificate => "no_certificate",
+            Self::ClientAlert => "client_alert",
+            Self::Protocol => "protocol",
+            Self::Closed => "closed",
+            Self::Timeout => "timeout",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Failed client handshakes. Process-wide statics, because they are counted by the log
+/// subscriber (`crate::ops::logging`), which exists before any [`Metrics`]: Pingora reports
+/// these failures only as log lines.
+static TLS_HANDSHAKE_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "berth_tls_handshake_failures_total",
+            "Client TLS handshakes that failed, by reason.",
+        ),
+        &["reason"],
+    )
+    .expect("valid metric")
+});
+
+static H2_HANDSHAKE_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "berth_h2_handshake_failures_total",
+        "Client connections that negotiated HTTP/2 but failed its connection preface.",
+    )
+    .expect("valid metric")
+});
+
+/// Counts a failed client TLS handshake.
+pub fn tls_handshake_failed(reason: HandshakeFailure) {
+    TLS_HANDSHAKE_FAILURES
+        .with_label_values(&[reason.as_str()])
+        .inc();
+}
+
+/// Counts a client whose HTTP/2 connection preface failed.
+pub fn h2_handshake_failed() {
+    H2_HANDSHAKE_FAILURES.inc();
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -60,11 +138,25 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(config_last_reload_success.clone()))
             .expect("unique metric");
+        r.register(Box::new(TLS_HANDSHAKE_FAILURES.clone()))
+            .expect("unique metric");
+        r.register(Box::new(H2_HANDSHAKE_FAILURES.clone()))
+            .expect("unique metric");
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "berth_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate berth holds for a name expires (the soonest, if several), in seconds since the epoch.",
+            ),
+            &["domain"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(certificate_expiry.clone()))
+            .expect("unique metric");
         Arc::new(Metrics {
             unrouted: counter_vec(
                 &r,
                 "berth_requests_unrouted_total",
-                "Requests answered by berth itself without a service: 404 unknown host, 400 bad request.",
+                "Requests answered by berth itself without a service: 404 unknown host, 400 bad request, 308 redirect to HTTPS, 200 ACME challenge, 403 below the listener's TLS version.",
                 &["code"],
             ),
             config_reloads: counter_vec(
@@ -86,8 +178,45 @@ impl Metrics {
                 "Errors talking to a discovery source (lost connection, failed list).",
                 &["source"],
             ),
+            certificate_expiry,
+            acme_orders: counter_vec(
+                &r,
+                "berth_acme_orders_total",
+                "ACME certificate orders, by result (success, failure).",
+                &["result"],
+            ),
             registry: r,
         })
+    }
+
+    /// Creates the TLS handshake failure series at zero, so alerts on them have data before
+    /// the first failure.
+    pub fn tls_listeners(&self) {
+        for reason in HandshakeFailure::ALL {
+            TLS_HANDSHAKE_FAILURES.with_label_values(&[reason.as_str()]);
+        }
+    }
+
+    /// Replaces every certificate expiry series: `soonest` maps each name to its expiry.
+    pub fn certificate_expiry(&self, soonest: HashMap<&str, i64>) {
+        self.certificate_expiry.reset();
+        for (name, expiry) in soonest {
+            self.certificate_expiry
+                .with_label_values(&[name])
+                .set(expiry);
+        }
+    }
+
+    /// Creates the ACME order series at zero.
+    pub fn acme_enabled(&self) {
+        for result in ["success", "failure"] {
+            self.acme_orders.with_label_values(&[result]);
+        }
+    }
+
+    pub fn acme_order(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.acme_orders.with_label_values(&[result]).inc();
     }
 
     /// The text exposition of the process-wide families.

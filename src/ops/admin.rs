@@ -16,6 +16,7 @@ use super::{exposition, routes_api};
 use crate::config::MetricsDetail;
 use crate::metrics::Metrics;
 use crate::table::live::LiveTable;
+use crate::tls::TlsLookup;
 
 /// The admin listener's HTTP service.
 pub struct Admin {
@@ -27,6 +28,8 @@ pub struct Admin {
     status_page: StatusPage,
     /// Last-minute traffic for the status page; `None` when metrics are off.
     traffic: Option<Arc<Traffic>>,
+    /// What certificates the services' domains get, for `/api/routes`.
+    tls: TlsLookup,
 }
 
 impl Admin {
@@ -36,6 +39,7 @@ impl Admin {
         metrics: Option<Arc<Metrics>>,
         metrics_detail: MetricsDetail,
         traffic: Option<Arc<Traffic>>,
+        tls: TlsLookup,
     ) -> Self {
         Self {
             live,
@@ -44,6 +48,7 @@ impl Admin {
             metrics_detail,
             status_page: StatusPage::new(SystemTime::now()),
             traffic,
+            tls,
         }
     }
 }
@@ -113,7 +118,7 @@ impl ServeHttp for Admin {
             "/api/routes" => respond(
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_vec_pretty(&routes_api::routes(&self.live.load_full()))
+                serde_json::to_vec_pretty(&routes_api::routes(&self.live.load_full(), &self.tls))
                     .expect("the routes document serializes"),
             ),
             _ => not_found(),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::table::upstream::{Standing, Upstream};
 use crate::table::RouteTable;
+use crate::tls::TlsLookup;
 
 /// One service (upstream group) and the routes that reach it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,7 +30,57 @@ pub struct ServiceView {
     /// Requests waiting for a backend below `max_connections`.
     pub queue_depth: u32,
     pub slow_start_ms: u64,
+    /// `h1` or `h2c`.
+    #[serde(default)]
+    pub backend_protocol: String,
+    #[serde(default)]
+    pub tls: TlsServiceView,
     pub backends: Vec<BackendView>,
+}
+
+/// A service's TLS: its settings and, where a TLS listener serves it, what each domain gets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsServiceView {
+    /// Served on TLS listeners.
+    pub enabled: bool,
+    /// Certificates over ACME.
+    pub acme: bool,
+    pub hsts: Option<String>,
+    /// `None` when no TLS listener serves the service.
+    pub domains: Option<Vec<DomainTlsView>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DomainTlsView {
+    pub domain: String,
+    /// What the first TLS listener serving the service presents for the domain.
+    pub certificate: Option<CertificateView>,
+    /// With `tls.acme`: the domain's ACME state.
+    pub acme: Option<AcmeView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CertificateView {
+    /// The DNS names of its leaf.
+    pub names: Vec<String>,
+    /// RFC 3339, UTC.
+    pub expires: String,
+    /// `file` or `acme`.
+    pub source: String,
+    /// The chain's file.
+    pub file: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AcmeView {
+    /// The last order's error; `None` once an order succeeds.
+    pub last_error: Option<String>,
+    /// RFC 3339, UTC.
+    pub last_attempt: Option<String>,
+    /// When berth next orders (a renewal, or a retry after a failure); RFC 3339, UTC.
+    pub next_order: Option<String>,
+    /// Why berth never orders for this domain (a wildcard, a private name, ...).
+    pub not_ordered: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,12 +149,55 @@ impl ServiceView {
     }
 }
 
-/// The document for `table`.
-pub fn routes(table: &RouteTable) -> Vec<ServiceView> {
-    table.upstreams().iter().map(|u| service(u)).collect()
+/// The document for `table`; `tls` tells what certificates the services' domains get.
+pub fn routes(table: &RouteTable, tls: &TlsLookup) -> Vec<ServiceView> {
+    table.upstreams().iter().map(|u| service(u, tls)).collect()
 }
 
-fn service(upstream: &Upstream) -> ServiceView {
+fn tls_view(upstream: &Upstream, tls: &TlsLookup) -> TlsServiceView {
+    let time = |t| humantime::format_rfc3339_seconds(t).to_string();
+    let domains = tls.domains(upstream).map(|domains| {
+        domains
+            .into_iter()
+            .map(|d| DomainTlsView {
+                domain: d.domain.to_owned(),
+                certificate: d.certificate.map(|c| CertificateView {
+                    names: c.names.clone(),
+                    expires: time(c.not_after),
+                    source: c.source.as_str().into(),
+                    file: c.path.display().to_string(),
+                }),
+                acme: d.acme.map(|state| match state {
+                    Ok(status) => AcmeView {
+                        last_error: status.last_error,
+                        last_attempt: status.last_attempt.map(time),
+                        next_order: status.next_order.map(time),
+                        not_ordered: None,
+                    },
+                    Err(why) => AcmeView {
+                        last_error: None,
+                        last_attempt: None,
+                        next_order: None,
+                        not_ordered: Some(why.into()),
+                    },
+                }),
+            })
+            .collect()
+    });
+    let policy = &upstream.policy.tls;
+    TlsServiceView {
+        enabled: policy.serve,
+        acme: policy.acme,
+        hsts: policy
+            .hsts
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned),
+        domains,
+    }
+}
+
+fn service(upstream: &Upstream, tls: &TlsLookup) -> ServiceView {
     let spec = &upstream.spec;
     let policy = &upstream.policy;
     let backends = upstream
@@ -161,6 +255,8 @@ fn service(upstream: &Upstream) -> ServiceView {
         max_connections: policy.max_connections,
         queue_depth: upstream.queue.depth(),
         slow_start_ms: policy.slow_start.as_millis() as u64,
+        backend_protocol: policy.backend_protocol.as_str().into(),
+        tls: tls_view(upstream, tls),
         backends,
     }
 }

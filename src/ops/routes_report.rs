@@ -244,6 +244,8 @@ mod tests {
             max_connections: None,
             queue_depth: 0,
             slow_start_ms: 0,
+            backend_protocol: "h1".into(),
+            tls: Default::default(),
             backends,
         }
     }

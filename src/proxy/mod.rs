@@ -1,6 +1,12 @@
 //! The Pingora `ProxyHttp` phases: route, pick a backend (sticky cookie, then the algorithm),
 //! retry another backend on connection failure, add forwarding headers, record metrics.
 //!
+//! A listener's TLS shows here as plain facts about the listener: whether it terminates TLS
+//! (`X-Forwarded-Proto`, HSTS), whether it requires TLS 1.3, whether it only redirects to
+//! HTTPS, and the ACME challenges a plain listener answers. A redirecting listener is this
+//! same proxy, so its requests get the access log, the metrics and the request parsing of
+//! every other listener.
+//!
 //! Everything here runs per request, so it reads the route table once, lock-free, and does
 //! no allocation, locking or logging that a benchmark would notice.
 
@@ -19,18 +25,24 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 pub mod cookie;
 mod route;
 
+use crate::config::TlsVersion;
 use crate::metrics::Metrics;
 use crate::ops::access_log;
 use crate::ops::lifecycle::{InflightGuard, Lifecycle};
 use crate::spec::hostname::{normalize_request_host, MAX_HOST_LEN};
-use crate::spec::policy::HashKey;
+use crate::spec::policy::{BackendProtocol, HashKey};
 use crate::table::live::LiveTable;
 use crate::table::queue::Refused;
+use crate::tls::challenge::{Challenges, CHALLENGE_PATH};
 use cookie::find_cookie;
 use route::Route;
 
 /// Marks the error that turns a backend's answer (a status in `retry_on`) into a retry.
 const RETRY_STATUS: &str = "retryable status";
+
+/// Concurrent streams per HTTP/2 connection to an h2c backend (Pingora's default is 1, which
+/// would open a connection per request in flight).
+const H2C_STREAMS_PER_CONNECTION: usize = 100;
 
 /// The proxy of one listener.
 pub struct Proxy {
@@ -40,6 +52,16 @@ pub struct Proxy {
     lifecycle: Arc<Lifecycle>,
     /// `None` when metrics are off: nothing is recorded per request.
     metrics: Option<Arc<Metrics>>,
+    /// The listener terminates TLS.
+    tls: bool,
+    /// `min_version: "1.3"`: the backstop for the version check the certificate resolver
+    /// cannot make (see `crate::tls::store::SniResolver`).
+    require_tls13: bool,
+    /// A redirecting listener: what follows the host in its `Location` (`:8443`, or nothing
+    /// for 443).
+    redirect_port: Option<String>,
+    /// ACME HTTP-01 challenges in flight, answered on plain listeners.
+    challenges: Option<Arc<Challenges>>,
 }
 
 impl Proxy {
@@ -54,7 +76,33 @@ impl Proxy {
             live,
             lifecycle,
             metrics,
+            tls: false,
+            require_tls13: false,
+            redirect_port: None,
+            challenges: None,
         }
+    }
+
+    /// The listener terminates TLS, accepting `min_version` and above.
+    pub fn tls(mut self, min_version: TlsVersion) -> Self {
+        self.tls = true;
+        self.require_tls13 = min_version == TlsVersion::Tls13;
+        self
+    }
+
+    /// The listener answers every request with a redirect to HTTPS on `https_port`.
+    pub fn redirect_https(mut self, https_port: u16) -> Self {
+        self.redirect_port = Some(match https_port {
+            443 => String::new(),
+            port => format!(":{port}"),
+        });
+        self
+    }
+
+    /// The listener answers the ACME HTTP-01 challenges in `challenges`.
+    pub fn acme_challenges(mut self, challenges: Arc<Challenges>) -> Self {
+        self.challenges = Some(challenges);
+        self
     }
 }
 
@@ -82,6 +130,23 @@ impl ProxyHttp for Proxy {
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(challenges) = &self.challenges {
+            let path = session.req_header().uri.path();
+            if path.starts_with(CHALLENGE_PATH) {
+                match challenges.answer(path) {
+                    Some(answer) => return self.reply(session, 200, answer.into()).await,
+                    None if self.redirect_port.is_some() => {
+                        let body = "berth: no such ACME challenge\n";
+                        return self.reply(session, 404, body.into()).await;
+                    }
+                    None => {}
+                }
+            }
+        }
+        if self.require_tls13 && !negotiated_tls13(session) {
+            let body = "berth: this listener requires TLS 1.3\n";
+            return self.reply(session, 403, body.into()).await;
+        }
         let req = session.req_header();
         let raw_host = req
             .uri
@@ -107,6 +172,16 @@ impl ProxyHttp for Proxy {
                 )
                 .await;
         };
+        if let Some(port) = &self.redirect_port {
+            let path = req
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .filter(|p| p.starts_with('/'))
+                .unwrap_or("/");
+            let location = format!("https://{host}{port}{path}");
+            return self.redirect(session, location).await;
+        }
         let upstream = {
             let table = self.live.load();
             table
@@ -189,6 +264,11 @@ impl ProxyHttp for Proxy {
         let member = route.upstream.member(index);
         let timeouts = &route.upstream.policy.timeouts;
         let mut peer = HttpPeer::new(member.addr, false, String::new());
+        if route.upstream.policy.backend_protocol == BackendProtocol::H2c {
+            // HTTP/2 only: on a plaintext peer Pingora then speaks h2 by prior knowledge.
+            peer.options.set_http_version(2, 2);
+            peer.options.max_h2_streams = H2C_STREAMS_PER_CONNECTION;
+        }
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.read_timeout = Some(timeouts.read);
         peer.options.idle_timeout = Some(timeouts.idle);
@@ -325,7 +405,8 @@ impl ProxyHttp for Proxy {
             let forwarded_for = forwarded_for(upstream_request, ip);
             upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
         }
-        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+        let proto = if self.tls { "https" } else { "http" };
+        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
         let req = session.req_header();
         let host = match req.headers.get(header::HOST) {
             Some(host) => Some(host.clone()),
@@ -358,6 +439,9 @@ impl ProxyHttp for Proxy {
                 if let Some(cookie) = route.upstream.set_cookie(index) {
                     upstream_response.append_header(header::SET_COOKIE, cookie.clone())?;
                 }
+            }
+            if let (true, Some(hsts)) = (self.tls, &route.upstream.policy.tls.hsts) {
+                upstream_response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
             }
         }
         Ok(())
@@ -462,6 +546,27 @@ impl Proxy {
         write_text(session, code, body).await?;
         Ok(true)
     }
+
+    /// 308 (the method and body are kept, unlike 301) to `location`; counted as unrouted.
+    async fn redirect(&self, session: &mut Session, location: String) -> Result<bool> {
+        if let Some(metrics) = &self.metrics {
+            metrics.unrouted(308);
+        }
+        let mut resp = ResponseHeader::build(308, Some(3))?;
+        resp.insert_header(header::LOCATION, location)?;
+        resp.insert_header(header::CONTENT_LENGTH, 0)?;
+        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
+    }
+}
+
+/// Whether the request's connection negotiated TLS 1.3.
+fn negotiated_tls13(session: &Session) -> bool {
+    session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .is_some_and(|tls| tls.version == "TLSv1_3")
 }
 
 async fn write_text(session: &mut Session, code: u16, body: Bytes) -> Result<()> {

@@ -5,23 +5,28 @@
 //! (`berth_config_reloads_total{result="failure"}`) and the last good publication keeps
 //! serving. Backend host names are resolved here, asynchronously, before publishing, so a slow
 //! resolver delays only this source's reload, never the control plane.
+//!
+//! The TLS listeners' certificates reload with the file: a reload reads and checks them all
+//! (so one bad certificate refuses the reload and the old set keeps serving), and a change to
+//! a certificate or key file reloads like a change to the config itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use tokio::sync::watch;
 
 use super::{Feed, Source};
-use crate::config::{Config, ConfigError, ServiceEntry};
+use crate::config::{Config, ConfigError, ListenerConfig, ServiceEntry};
 use crate::metrics::Metrics;
 use crate::spec::hostname::parse_domain_pattern;
 use crate::spec::policy::default_service_name;
-use crate::spec::{BackendSpec, ServiceSpec, Snapshot, SourceKind};
+use crate::spec::{BackendSpec, PolicyLayer, ServiceSpec, Snapshot, SourceKind};
+use crate::tls::store::{load_listener_certificates, CertMap, CertStore};
 
 /// Longest wait for one backend host name to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,7 +35,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct FileServices {
     file: PathBuf,
     services: Vec<Draft>,
-    defaults: crate::spec::PolicyLayer,
+    defaults: PolicyLayer,
 }
 
 /// A service whose backends are still written as text.
@@ -51,14 +56,17 @@ type Invalid = (String, String);
 impl FileServices {
     /// Checks the file's services against each other and against the listeners.
     pub fn from_config(config: &Config, file: &Path) -> Result<FileServices, ConfigError> {
-        let listener_names: HashSet<&str> =
-            config.listeners.iter().map(|l| l.name.as_str()).collect();
+        let listeners: HashMap<&str, &ListenerConfig> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l))
+            .collect();
         let mut names = HashSet::new();
         let mut routes = HashSet::new();
         let mut services = Vec::with_capacity(config.services.len());
         for (i, entry) in config.services.iter().enumerate() {
             let at = format!("services[{i}]");
-            let draft = draft(entry, &at, &listener_names)
+            let draft = draft(entry, &at, &listeners, &config.defaults)
                 .and_then(|draft| claim(draft, &at, &mut names, &mut routes))
                 .map_err(|(key, message)| ConfigError::at(file, key, message))?;
             services.push(draft);
@@ -92,11 +100,20 @@ impl FileServices {
     }
 }
 
+/// Everything the file says, checked: the config, its services and its TLS listeners'
+/// certificates (one map per listener).
+pub struct Loaded {
+    pub config: Config,
+    pub snapshot: Snapshot,
+    pub certificates: Vec<CertMap>,
+}
+
 /// Reads, checks and resolves the whole file at once: for start and `berth check`, before any
 /// runtime exists.
-pub fn load(path: &Path) -> Result<(Config, Snapshot), ConfigError> {
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let mut config = Config::load(path)?;
     let services = FileServices::from_config(&config, path)?;
+    let certificates = load_listener_certificates(&config, &config.listeners, path)?;
     // The snapshot holds the services now; at 10,000 services a second copy is megabytes.
     config.services = Vec::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -104,11 +121,20 @@ pub fn load(path: &Path) -> Result<(Config, Snapshot), ConfigError> {
         .build()
         .map_err(|e| ConfigError::at(path, String::new(), format!("no runtime: {e}")))?;
     let snapshot = runtime.block_on(services.resolve())?;
-    Ok((config, snapshot))
+    Ok(Loaded {
+        config,
+        snapshot,
+        certificates,
+    })
 }
 
 /// One service entry as a spec, its backends still text.
-fn draft(entry: &ServiceEntry, at: &str, listener_names: &HashSet<&str>) -> Result<Draft, Invalid> {
+fn draft(
+    entry: &ServiceEntry,
+    at: &str,
+    listeners: &HashMap<&str, &ListenerConfig>,
+    defaults: &PolicyLayer,
+) -> Result<Draft, Invalid> {
     if entry.domains.is_empty() {
         return Err((
             format!("{at}.domains"),
@@ -123,18 +149,25 @@ fn draft(entry: &ServiceEntry, at: &str, listener_names: &HashSet<&str>) -> Resu
         }
     }
     let path_prefix = entry.path_prefix.clone().unwrap_or_else(|| "/".into());
-    for (l, name) in entry.listeners.iter().flatten().enumerate() {
-        if !listener_names.contains(name.as_str()) {
-            return Err((
-                format!("{at}.listeners[{l}]"),
-                format!("no listener is named {name:?}"),
-            ));
-        }
-    }
     let policy = entry.policy();
     policy
         .validate()
         .map_err(|(key, message)| (format!("{at}.{key}"), message))?;
+    let serves_tls = policy.over(defaults).resolve().tls.serve;
+    for (l, name) in entry.listeners.iter().flatten().enumerate() {
+        let problem = match listeners.get(name.as_str()) {
+            None => format!("no listener is named {name:?}"),
+            Some(listener) if listener.redirect_https => {
+                format!("listener {name:?} only redirects to HTTPS; it serves no service")
+            }
+            Some(listener) if listener.tls.is_some() && !serves_tls => format!(
+                "listener {name:?} terminates TLS, which serves only services with `tls: true` \
+                 (set it here or in `defaults`)"
+            ),
+            Some(_) => continue,
+        };
+        return Err((format!("{at}.listeners[{l}]"), problem));
+    }
     let name = match &entry.name {
         Some(name) if !name.trim().is_empty() => name.trim().to_owned(),
         Some(_) => return Err((format!("{at}.name"), "name is empty".into())),
@@ -228,7 +261,8 @@ async fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// Watches the config file: reloads when asked (SIGHUP) and when its text changes.
+/// Watches the config file: reloads when asked (SIGHUP) and when its text, or one of the
+/// certificate files it names, changes.
 pub struct FileSource {
     path: PathBuf,
     /// The config berth started with: its restart-bound sections stay in force.
@@ -238,6 +272,43 @@ pub struct FileSource {
     /// The last request handled, for whoever asked (systemd hears `READY=1` after a reload).
     handled: watch::Sender<u64>,
     metrics: Arc<Metrics>,
+    certificates: Arc<CertStore>,
+}
+
+/// What the file source last read, so that only a change reloads (and one bad edit is
+/// reported once).
+#[derive(Default)]
+struct Seen {
+    text: Option<Vec<u8>>,
+    /// The certificate and key files of the config last loaded, with their modification
+    /// time and size when last read.
+    certificate_files: Vec<(PathBuf, Option<(SystemTime, u64)>)>,
+}
+
+impl Seen {
+    fn certificate_files(config: &Config) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+        let paths = config
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|tls| &tls.certificates)
+            .flat_map(|files| [files.cert.clone(), files.key.clone()]);
+        paths
+            .map(|path| (stamp(&path), path))
+            .map(|(s, p)| (p, s))
+            .collect()
+    }
+
+    fn certificates_changed(&self) -> bool {
+        self.certificate_files
+            .iter()
+            .any(|(path, stamp_then)| stamp(path) != *stamp_then)
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 impl FileSource {
@@ -247,6 +318,7 @@ impl FileSource {
         requests: watch::Receiver<u64>,
         handled: watch::Sender<u64>,
         metrics: Arc<Metrics>,
+        certificates: Arc<CertStore>,
     ) -> Self {
         Self {
             path,
@@ -254,12 +326,12 @@ impl FileSource {
             requests,
             handled,
             metrics,
+            certificates,
         }
     }
 
-    /// Re-reads the file; `force` reloads even if the text did not change (SIGHUP). `seen`
-    /// is the text last read (valid or not), so one bad edit is reported once.
-    async fn reload(&self, feed: &Feed, seen: &mut Option<Vec<u8>>, force: bool) {
+    /// Re-reads the file; `force` reloads even if nothing changed (SIGHUP).
+    async fn reload(&self, feed: &Feed, seen: &mut Seen, force: bool) {
         let text = match std::fs::read(&self.path) {
             Ok(text) => text,
             Err(e) => {
@@ -270,36 +342,53 @@ impl FileSource {
                 return;
             }
         };
-        if !force && seen.as_ref() == Some(&text) {
+        if !force && seen.text.as_ref() == Some(&text) && !seen.certificates_changed() {
             return;
         }
-        *seen = Some(text.clone());
+        seen.text = Some(text.clone());
         match self.parse(&text).await {
-            Ok((config, snapshot)) => {
+            Ok(Loaded {
+                config,
+                snapshot,
+                certificates,
+            }) => {
                 if let Some(part) = self.running.restart_needed_for(&config) {
                     tracing::warn!(
                         "config reload: the `{part}` section changed; it takes effect at the next restart"
                     );
                 }
+                seen.certificate_files = Seen::certificate_files(&config);
                 feed.publish(snapshot);
+                self.certificates.set_files(certificates);
                 self.metrics.config_reload(true);
                 tracing::info!(path = %self.path.display(), "config reloaded");
             }
             Err(e) => {
+                // The files as they are now were tried: a later change is what retries them.
+                for (path, stamp_then) in &mut seen.certificate_files {
+                    *stamp_then = stamp(path);
+                }
                 tracing::error!("config reload refused, the previous config keeps serving: {e}");
                 self.metrics.config_reload(false);
             }
         }
     }
 
-    async fn parse(&self, text: &[u8]) -> Result<(Config, Snapshot), String> {
+    async fn parse(&self, text: &[u8]) -> Result<Loaded, String> {
         let text = std::str::from_utf8(text)
             .map_err(|e| format!("{}: not UTF-8: {e}", self.path.display()))?;
         let mut config = Config::parse(text, &self.path).map_err(|e| e.to_string())?;
         let services = FileServices::from_config(&config, &self.path).map_err(|e| e.to_string())?;
+        // For the listeners this process runs, even if the file now has others.
+        let certificates = load_listener_certificates(&config, &self.running.listeners, &self.path)
+            .map_err(|e| e.to_string())?;
         let snapshot = services.resolve().await.map_err(|e| e.to_string())?;
         config.services = Vec::new();
-        Ok((config, snapshot))
+        Ok(Loaded {
+            config,
+            snapshot,
+            certificates,
+        })
     }
 }
 
@@ -310,7 +399,10 @@ impl Source for FileSource {
     }
 
     async fn run(&self, feed: Feed, mut shutdown: ShutdownWatch) {
-        let mut seen = std::fs::read(&self.path).ok();
+        let mut seen = Seen {
+            text: std::fs::read(&self.path).ok(),
+            certificate_files: Seen::certificate_files(&self.running),
+        };
         let watch_interval = self.running.server.watch_interval;
         let mut poll = (!watch_interval.is_zero()).then(|| {
             let mut interval = tokio::time::interval(watch_interval);

@@ -194,6 +194,23 @@ fn the_same_settings_make_the_same_service() {
                 ("lb.passive.max_ejected_percent", "30%"),
             ],
         ),
+        (&[("tls", "true")], &[("tls", "true")]),
+        (&[("tls.enabled", "false")], &[("tls", "false")]),
+        (&[("tls.acme", "true")], &[("tls.acme", "true")]),
+        (
+            &[
+                ("tls.enabled", "true"),
+                ("tls.hsts", "\"max-age=31536000; includeSubDomains\""),
+            ],
+            &[
+                ("tls", "true"),
+                ("tls.hsts", "max-age=31536000;includesubdomains"),
+            ],
+        ),
+        (
+            &[("backend_protocol", "h2c")],
+            &[("backend.protocol", "h2c")],
+        ),
     ];
     for (file_keys, labels) in rows {
         let mut from_file = file_service(file_keys).unwrap();
@@ -246,6 +263,10 @@ fn the_same_bad_value_gets_the_same_problem() {
             "lb.passive.max_ejected_percent",
             "120%",
         ),
+        ("tls", "maybe", "tls", "maybe"),
+        ("tls.acme", "maybe", "tls.acme", "maybe"),
+        ("tls.hsts", "max-age=forever", "tls.hsts", "max-age=forever"),
+        ("backend_protocol", "grpc", "backend.protocol", "grpc"),
     ];
     for (file_key, file_value, label, label_value) in rows {
         let file_problem = file_service(&[(file_key, file_value)]).unwrap_err();

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use http::HeaderValue;
 use serde::Deserialize;
 
 /// The largest backend weight (HAProxy's limit too); keeps weighted tables small.
@@ -228,6 +229,37 @@ pub struct QueueSpec {
     pub max_waiting: u32,
 }
 
+/// How berth speaks to a service's backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 over kept-alive, pooled connections.
+    #[default]
+    H1,
+    /// HTTP/2 without TLS, by prior knowledge (gRPC servers speak it): streams multiplexed
+    /// over few connections, trailers passed through.
+    H2c,
+}
+
+impl BackendProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::H1 => "h1",
+            Self::H2c => "h2c",
+        }
+    }
+}
+
+/// How a service meets TLS listeners.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TlsPolicy {
+    /// TLS listeners serve the service (plain listeners always do).
+    pub serve: bool,
+    /// berth obtains and renews certificates for its domains over ACME.
+    pub acme: bool,
+    /// `Strict-Transport-Security` sent with its responses on TLS listeners.
+    pub hsts: Option<HeaderValue>,
+}
+
 /// A service's policy with every knob decided: what the data path and the probes run with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -251,6 +283,8 @@ pub struct Policy {
     /// service's queue.
     pub max_connections: Option<u32>,
     pub queue: QueueSpec,
+    pub tls: TlsPolicy,
+    pub backend_protocol: BackendProtocol,
 }
 
 impl Default for Policy {
@@ -305,6 +339,11 @@ macro_rules! with_policy_knobs {
             pub read_timeout: Option<std::time::Duration>,
             #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
             pub idle_timeout: Option<std::time::Duration>,
+            /// `true`, `false`, or `{enabled, acme, hsts}`.
+            #[serde(default, deserialize_with = "crate::spec::policy::de::tls")]
+            pub tls: $crate::spec::policy::TlsLayer,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::backend_protocol")]
+            pub backend_protocol: Option<$crate::spec::policy::BackendProtocol>,
         }
 
         impl $name {
@@ -326,6 +365,8 @@ macro_rules! with_policy_knobs {
                     connect_timeout: self.connect_timeout,
                     read_timeout: self.read_timeout,
                     idle_timeout: self.idle_timeout,
+                    tls: self.tls.clone(),
+                    backend_protocol: self.backend_protocol,
                 }
             }
         }
@@ -363,6 +404,8 @@ impl PolicyLayer {
             connect_timeout: self.connect_timeout.or(below.connect_timeout),
             read_timeout: self.read_timeout.or(below.read_timeout),
             idle_timeout: self.idle_timeout.or(below.idle_timeout),
+            tls: self.tls.over(&below.tls),
+            backend_protocol: self.backend_protocol.or(below.backend_protocol),
         }
     }
 
@@ -391,6 +434,8 @@ impl PolicyLayer {
                 timeout: self.queue_timeout.unwrap_or(Duration::from_secs(1)),
                 max_waiting: self.max_queue.unwrap_or(1024),
             },
+            tls: self.tls.resolve(),
+            backend_protocol: self.backend_protocol.unwrap_or_default(),
         }
     }
 
@@ -398,7 +443,55 @@ impl PolicyLayer {
     /// `Err((key, problem))` names the key as the config file spells it.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.health_check.validate()?;
-        self.passive_health.validate()
+        self.passive_health.validate()?;
+        self.tls.validate()
+    }
+}
+
+/// TLS as a layer. `acme: true` implies `enabled` unless the layer turns TLS off.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsLayer {
+    #[serde(default, deserialize_with = "de::boolean")]
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "de::boolean")]
+    pub acme: Option<bool>,
+    /// The empty string sends no header.
+    #[serde(default, deserialize_with = "de::hsts")]
+    pub hsts: Option<String>,
+}
+
+impl TlsLayer {
+    fn over(&self, below: &TlsLayer) -> TlsLayer {
+        TlsLayer {
+            enabled: self.enabled.or(below.enabled),
+            acme: self.acme.or(below.acme),
+            hsts: self.hsts.clone().or_else(|| below.hsts.clone()),
+        }
+    }
+
+    fn resolve(&self) -> TlsPolicy {
+        let acme = self.acme.unwrap_or(false);
+        let serve = self.enabled.unwrap_or(acme);
+        TlsPolicy {
+            serve,
+            acme: serve && acme,
+            hsts: self
+                .hsts
+                .as_deref()
+                .filter(|h| !h.is_empty())
+                .map(|h| HeaderValue::from_str(h).expect("parse_hsts keeps header-safe text")),
+        }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.enabled == Some(false) && self.acme == Some(true) {
+            return Err((
+                "tls.acme",
+                "ACME certificates are for services served over TLS, and `tls` is off".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -805,6 +898,59 @@ pub fn parse_max_queue(text: &str) -> Result<u32, String> {
     }
 }
 
+/// `h1` or `h2c`.
+pub fn parse_backend_protocol(text: &str) -> Result<BackendProtocol, String> {
+    match text.trim() {
+        "h1" => Ok(BackendProtocol::H1),
+        "h2c" => Ok(BackendProtocol::H2c),
+        other => Err(format!(
+            "unknown backend protocol {other:?}, expected h1 or h2c"
+        )),
+    }
+}
+
+/// A `Strict-Transport-Security` value: `max-age=<seconds>`, optionally with
+/// `includeSubDomains` and `preload`, separated by `;` (RFC 6797). Returned in canonical
+/// form; the empty string (no header) is accepted.
+pub fn parse_hsts(text: &str) -> Result<String, String> {
+    let mut max_age = None;
+    let mut directives = Vec::new();
+    for directive in text.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+        let lower = directive.to_ascii_lowercase();
+        if let Some(seconds) = lower.strip_prefix("max-age=") {
+            match seconds.trim_matches('"').parse::<u64>() {
+                Ok(seconds) if max_age.is_none() => max_age = Some(seconds),
+                _ => {
+                    return Err(format!(
+                        "HSTS {text:?}: max-age must be given once, as whole seconds"
+                    ))
+                }
+            }
+        } else if lower == "includesubdomains" {
+            directives.push("includeSubDomains");
+        } else if lower == "preload" {
+            directives.push("preload");
+        } else {
+            return Err(format!(
+                "HSTS {text:?}: unknown directive {directive:?}, expected max-age=<seconds>, \
+                 includeSubDomains or preload"
+            ));
+        }
+    }
+    match max_age {
+        None if directives.is_empty() => Ok(String::new()),
+        None => Err(format!("HSTS {text:?} needs max-age=<seconds>")),
+        Some(seconds) => {
+            let mut value = format!("max-age={seconds}");
+            for directive in directives {
+                value.push_str("; ");
+                value.push_str(directive);
+            }
+            Ok(value)
+        }
+    }
+}
+
 /// The name a service gets when its source does not name it: its domain, plus the path
 /// prefix when that is not `/`. It is the `service` label of every metric.
 pub fn default_service_name(domain: &str, path_prefix: &str) -> String {
@@ -961,6 +1107,40 @@ pub mod de {
             .map(Some)
             .map_err(de::Error::custom)
     }
+
+    pub fn hsts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        with(d, parse_hsts)
+    }
+
+    pub fn backend_protocol<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<BackendProtocol>, D::Error> {
+        with(d, parse_backend_protocol)
+    }
+
+    /// `tls: true` (or `false`) is short for `tls: {enabled: true}`.
+    pub fn tls<'de, D: Deserializer<'de>>(d: D) -> Result<TlsLayer, D::Error> {
+        struct Tls;
+        impl<'de> Visitor<'de> for Tls {
+            type Value = TlsLayer;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false, or a map of enabled, acme and hsts")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<TlsLayer, E> {
+                Ok(TlsLayer {
+                    enabled: Some(v),
+                    ..TlsLayer::default()
+                })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TlsLayer, E> {
+                self.visit_bool(parse_bool(v).map_err(E::custom)?)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<TlsLayer, A::Error> {
+                TlsLayer::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(Tls)
+    }
 }
 
 #[cfg(test)]
@@ -989,6 +1169,25 @@ mod tests {
             ..PolicyLayer::default()
         };
         assert_eq!(off.over(&defaults).resolve().sticky_cookie, None);
+    }
+
+    #[test]
+    fn acme_implies_tls_unless_tls_is_off() {
+        let layer = |enabled, acme| TlsLayer {
+            enabled,
+            acme,
+            hsts: None,
+        };
+        let resolved = |l: TlsLayer| {
+            let tls = l.resolve();
+            (tls.serve, tls.acme)
+        };
+        assert_eq!(resolved(layer(None, None)), (false, false));
+        assert_eq!(resolved(layer(None, Some(true))), (true, true));
+        assert_eq!(resolved(layer(Some(true), None)), (true, false));
+        let off_over_acme = layer(Some(false), None).over(&layer(None, Some(true)));
+        assert_eq!(resolved(off_over_acme), (false, false));
+        assert!(layer(Some(false), Some(true)).validate().is_err());
     }
 
     #[test]
@@ -1022,6 +1221,18 @@ mod tests {
         assert_eq!(parse_seconds("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_port("0").is_err());
+        assert_eq!(
+            parse_hsts("Max-Age=600 ;preload; includesubdomains"),
+            Ok("max-age=600; preload; includeSubDomains".into())
+        );
+        assert_eq!(parse_hsts(""), Ok(String::new()));
+        assert!(parse_hsts("preload").unwrap_err().contains("needs max-age"));
+        assert!(parse_hsts("max-age=1y").is_err());
+        assert!(parse_hsts("max-age=1; always")
+            .unwrap_err()
+            .contains("unknown directive"));
+        assert_eq!(parse_backend_protocol("h2c"), Ok(BackendProtocol::H2c));
+        assert!(parse_backend_protocol("grpc").is_err());
         assert_eq!(default_service_name("a.com", "/"), "a.com");
         assert_eq!(default_service_name("a.com", "/api"), "a.com/api");
     }

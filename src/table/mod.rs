@@ -19,6 +19,7 @@ use rustc_hash::FxHashMap;
 
 use crate::config::ListenerConfig;
 use crate::health::probe::ProbeCache;
+use crate::spec::policy::Policy;
 use crate::spec::{PolicyLayer, Snapshot};
 use upstream::Upstream;
 
@@ -88,6 +89,16 @@ impl HostRouter {
     }
 }
 
+/// Whether `listener` serves the service: one it names (or any, when it names none), except
+/// that a TLS listener serves only services with `tls` on and a redirecting listener none.
+pub fn serves(listener: &ListenerConfig, spec: &crate::spec::ServiceSpec, policy: &Policy) -> bool {
+    let named = spec
+        .listeners
+        .as_ref()
+        .is_none_or(|names| names.contains(&listener.name));
+    named && !listener.redirect_https && (listener.tls.is_none() || policy.tls.serve)
+}
+
 /// Everything the data path needs to route a request, for every listener.
 #[derive(Default)]
 pub struct RouteTable {
@@ -126,11 +137,7 @@ impl RouteTable {
             };
             let index = table.upstreams.len() as u32;
             for (listener, router) in listeners.iter().zip(&mut table.listeners) {
-                let visible = spec
-                    .listeners
-                    .as_ref()
-                    .is_none_or(|names| names.contains(&listener.name));
-                if visible {
+                if serves(listener, spec, &upstream.policy) {
                     for domain in &spec.domains {
                         router.insert(domain, &spec.path_prefix, index);
                     }
@@ -188,6 +195,8 @@ pub(crate) mod tests {
             name: name.into(),
             address: "127.0.0.1:0".parse().unwrap(),
             h2c: false,
+            tls: None,
+            redirect_https: false,
         }
     }
 
@@ -274,6 +283,34 @@ pub(crate) mod tests {
         );
         assert!(t.route(0, "a.com", b"/").is_none());
         assert!(t.route(1, "a.com", b"/").is_some());
+    }
+
+    #[test]
+    fn tls_listeners_serve_tls_services_and_redirecting_ones_none() {
+        let mut tls = listener("public");
+        tls.tls = Some(crate::config::ListenerTls {
+            certificates: Vec::new(),
+            default_certificate: None,
+            min_version: crate::config::TlsVersion::Tls12,
+            alpn: crate::config::Alpn::H2Http11,
+        });
+        let mut redirect = listener("redirect");
+        redirect.redirect_https = true;
+        let mut secure = service("secure", &["s.com"], "/");
+        secure.policy.tls.enabled = Some(true);
+        let plain = service("plain", &["p.com"], "/");
+        let t = RouteTable::compile(
+            &snapshot(vec![secure, plain]),
+            &PolicyLayer::default(),
+            &[tls, redirect, listener("main")],
+            &RouteTable::default(),
+            &ProbeCache::default(),
+        );
+        assert!(t.route(0, "s.com", b"/").is_some());
+        assert!(t.route(0, "p.com", b"/").is_none(), "tls is off for plain");
+        assert!(t.route(1, "s.com", b"/").is_none());
+        assert!(t.route(2, "s.com", b"/").is_some());
+        assert!(t.route(2, "p.com", b"/").is_some());
     }
 
     #[test]

@@ -96,7 +96,12 @@ impl Upstream {
         Upstream {
             selector: Selector::new(policy.algorithm, &members, &spec.backends),
             sticky: Sticky::new(policy.sticky_cookie.as_deref(), &members),
-            probe: Probe::new(&policy.health_check, probe_host, probes),
+            probe: Probe::new(
+                &policy.health_check,
+                probe_host,
+                policy.backend_protocol,
+                probes,
+            ),
             series: previous
                 .map_or_else(|| ServiceSeries::new(&spec.name), |p| Arc::clone(&p.series)),
             retry_budget: previous.map_or_else(Default::default, |p| Arc::clone(&p.retry_budget)),

@@ -98,6 +98,11 @@ pub fn build(host: Option<&str>, tag: &str) {
         out.join("etc/ssl/certs/ca-certificates.crt"),
     )
     .unwrap();
+    // As the build stage makes it: berth's ACME storage, owned by its user, 0700.
+    let acme = out.join("var/lib/berth/acme");
+    std::fs::create_dir_all(&acme).unwrap();
+    std::os::unix::fs::chown(&acme, Some(10001), Some(10001)).unwrap();
+    std::fs::set_permissions(&acme, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     import(host, out_dir.path(), BINARY);
 
     let dockerfile = std::fs::read_to_string(repo_path("Dockerfile")).unwrap();

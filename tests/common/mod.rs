@@ -7,6 +7,7 @@ pub mod docker;
 pub mod image;
 pub mod raw_backend;
 pub mod swarm;
+pub mod tls;
 pub mod traffic;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -211,16 +212,20 @@ impl Berth {
 
     /// Starts berth without waiting for readiness, with extra environment variables.
     pub fn spawn(yaml: &str, env: &[(&str, &str)]) -> Berth {
-        let http = free_addr();
+        Self::spawn_with(yaml, env, free_addr())
+    }
+
+    /// Starts berth without waiting for readiness, with `{http}` at a chosen address.
+    pub fn spawn_on(yaml: &str, http: SocketAddr) -> Berth {
+        Self::spawn_with(yaml, &[], http)
+    }
+
+    fn spawn_with(yaml: &str, env: &[(&str, &str)], http: SocketAddr) -> Berth {
         let admin = free_addr();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("berth.yaml");
         std::fs::write(&config, fill(yaml, http, admin)).unwrap();
-        let mut command = Command::new(BERTH);
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info");
+        let mut command = serve_command(&config);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -232,6 +237,19 @@ impl Berth {
             process,
             _dir: dir,
         }
+    }
+
+    /// Stops berth (SIGTERM, then waits for it to exit) and starts it again with the same
+    /// config file and addresses; waits for `/readyz`.
+    pub fn restart(&mut self) {
+        self.process.signal("TERM");
+        self.process.wait_exit(Duration::from_secs(15));
+        self.process = Process::spawn(
+            "berth (restarted)",
+            &mut serve_command(&self.config),
+            self._dir.path().join("berth-restarted.log"),
+        );
+        self.wait_ready();
     }
 
     pub fn wait_ready(&self) {
@@ -283,6 +301,15 @@ impl Berth {
             || self.backend_health(service, backend).as_deref() == Some(health),
         );
     }
+}
+
+fn serve_command(config: &Path) -> Command {
+    let mut command = Command::new(BERTH);
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info");
+    command
 }
 
 fn fill(yaml: &str, http: SocketAddr, admin: SocketAddr) -> String {

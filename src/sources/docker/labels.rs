@@ -74,7 +74,9 @@ pub struct InstanceRoutes {
 /// The second-level keys berth owns. Under the `aliyun` prefix other Alibaba tools have their
 /// own keys (`aliyun.logs.*`, `aliyun.depends`, ...): only these namespaces are validated there,
 /// so berth can replace acsrouting without rejecting containers labelled for other tools.
-const OWN_NAMESPACES: &[&str] = &["routing", "probe", "lb", "network", "enable", "scale"];
+const OWN_NAMESPACES: &[&str] = &[
+    "routing", "probe", "lb", "network", "enable", "scale", "tls", "backend",
+];
 
 /// A label value with the full label name it came from.
 struct Label<'a> {
@@ -201,6 +203,12 @@ impl<'a> Settings<'a> {
             "lb.passive.max_ejected_percent" => {
                 self.policy.passive_health.max_ejected_percent =
                     Some(label.parse(policy::parse_percent)?)
+            }
+            "tls" => self.policy.tls.enabled = Some(label.parse(policy::parse_bool)?),
+            "tls.acme" => self.policy.tls.acme = Some(label.parse(policy::parse_bool)?),
+            "tls.hsts" => self.policy.tls.hsts = Some(label.parse(policy::parse_hsts)?),
+            "backend.protocol" => {
+                self.policy.backend_protocol = Some(label.parse(policy::parse_backend_protocol)?)
             }
             "lb.sticky" => self.sticky = label.parse(policy::parse_bool)?,
             "lb.sticky_cookie" => {
