@@ -700,6 +700,14 @@ impl Nginx {
     }
 }
 
+impl Drop for Nginx {
+    /// SIGTERM to the master so it takes its workers with it (a SIGKILL would orphan them).
+    fn drop(&mut self) {
+        self.process.signal("TERM");
+        self.process.wait_exit(Duration::from_secs(5));
+    }
+}
+
 /// [`Berth::start`], but a config berth refuses (a key it does not know yet) fails the test at
 /// once with berth's own message instead of a 20 s readiness timeout.
 fn start_berth(yaml: &str) -> Berth {
