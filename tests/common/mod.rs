@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 pub mod docker;
+pub mod raw_backend;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
