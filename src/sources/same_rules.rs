@@ -193,6 +193,11 @@ fn the_same_settings_make_the_same_service() {
                 ("lb.passive.max_ejected_percent", "30%"),
             ],
         ),
+        (&[("visibility", "internal")], &[("visibility", "internal")]),
+        (&[("visibility", "public")], &[("visibility", "public")]),
+        (&[("max_body_size", "10MiB")], &[("max_body_size", "10MiB")]),
+        (&[("max_body_size", "1024")], &[("max_body_size", "1024")]),
+        (&[("max_body_size", "none")], &[("max_body_size", "none")]),
     ];
     for (file_keys, labels) in rows {
         let mut from_file = file_service(file_keys).unwrap();
@@ -245,6 +250,10 @@ fn the_same_bad_value_gets_the_same_problem() {
             "lb.passive.max_ejected_percent",
             "120%",
         ),
+        ("visibility", "private", "visibility", "private"),
+        ("max_body_size", "0", "max_body_size", "0"),
+        ("max_body_size", "10 MB", "max_body_size", "10 MB"),
+        ("max_body_size", "-1", "max_body_size", "-1"),
     ];
     for (file_key, file_value, label, label_value) in rows {
         let file_problem = file_service(&[(file_key, file_value)]).unwrap_err();
