@@ -18,7 +18,7 @@ use berth::health::probe::ProbeCache;
 use berth::metrics::{Metrics, ServerSeries, ServiceSeries};
 use berth::ops::exposition;
 use berth::proxy::cookie::find_in_header;
-use berth::spec::hostname::{normalize_request_host, MAX_HOST_LEN};
+use berth::spec::hostname::{normalize_request_host, DomainSet, MAX_HOST_LEN};
 use berth::spec::policy::{Algorithm, HealthCheckLayer, ProbeKind};
 use berth::spec::{BackendSpec, PolicyLayer, ServiceSpec, Snapshot, SourceKind};
 use berth::table::upstream::Upstream;
@@ -52,11 +52,7 @@ fn build(spec: ServiceSpec, probes: &ProbeCache) -> Upstream {
 }
 
 fn listener() -> ListenerConfig {
-    ListenerConfig {
-        name: "main".into(),
-        address: "127.0.0.1:8080".parse().unwrap(),
-        h2c: false,
-    }
+    ListenerConfig::new("main", "127.0.0.1:8080".parse().unwrap())
 }
 
 /// 1,000 services: 800 exact hosts (every 10th with an extra `/api` route), 200 wildcards.
@@ -93,6 +89,7 @@ fn route_table() -> RouteTable {
         },
         &PolicyLayer::default(),
         &[listener()],
+        &DomainSet::default(),
         &RouteTable::default(),
         &ProbeCache::default(),
     )
@@ -259,6 +256,7 @@ fn bench_metrics(c: &mut Criterion) {
         },
         &PolicyLayer::default(),
         &[listener()],
+        &DomainSet::default(),
         &RouteTable::default(),
         &ProbeCache::default(),
     );

@@ -5,7 +5,6 @@
 //! services, and a shutdown signal of the caller's choosing, so a scripted source can drive a
 //! real berth in-process.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -121,6 +120,7 @@ impl App {
             wake,
             Arc::clone(&shared.live),
             config.listeners.clone(),
+            config.internal_domains.clone(),
         );
         server.add_service(background_service("control plane", controller));
         server.add_service(background_service(
@@ -248,15 +248,14 @@ fn add_admin(server: &mut Server, config: &Config, shared: &Shared) {
     let Some(admin) = &config.admin else {
         return;
     };
-    let listeners: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
     let mut service = Service::new(
         "admin".to_owned(),
         Admin::new(
             Arc::clone(&shared.live),
             Arc::clone(&shared.lifecycle),
             admin.metrics.then(|| Arc::clone(&shared.metrics)),
-            admin.metrics_detail,
-            listeners,
+            admin,
+            config.listeners.clone(),
         ),
     );
     service.add_tcp(&admin.address.to_string());

@@ -8,15 +8,21 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::spec::hostname::DomainSet;
 use crate::spec::policy::{self, with_policy_knobs};
 use crate::spec::PolicyLayer;
+
+/// The most Pingora ever reads of a request head (its own fixed limit): a larger
+/// `max_request_header_size` could never take effect.
+pub const MAX_REQUEST_HEADER_SIZE: u64 = 1 << 20;
 
 /// A config file whose restart-bound sections are valid; its services are checked by the file
 /// source ([`crate::sources::file::FileServices::from_config`]).
@@ -30,6 +36,8 @@ pub struct Config {
     /// The file's own services, as written.
     pub services: Vec<ServiceEntry>,
     pub docker: DockerConfig,
+    /// Domains whose services are internal: never served on an edge listener.
+    pub internal_domains: DomainSet,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -41,6 +49,108 @@ pub struct ListenerConfig {
     /// Also accept HTTP/2 without TLS (prior knowledge) on this listener.
     #[serde(default)]
     pub h2c: bool,
+    /// Whether the listener faces the Internet (`edge`: public services only) or a private
+    /// network (`internal`: every service).
+    #[serde(default)]
+    pub role: ListenerRole,
+    /// Only these peers may use the listener (others get 403); `None` lets everyone in.
+    #[serde(default)]
+    pub allow: Option<CidrList>,
+    /// Peers whose `X-Forwarded-For/Proto/Host` berth keeps (and appends to); from anyone
+    /// else those headers are replaced with what berth itself sees.
+    #[serde(default)]
+    pub trusted_proxies: CidrList,
+    /// Open connections this listener holds at once; `None` takes `server.max_connections`.
+    #[serde(default, deserialize_with = "some_connections")]
+    pub max_connections: Option<u32>,
+}
+
+impl ListenerConfig {
+    /// A listener with every optional setting at its default.
+    pub fn new(name: &str, address: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            name: name.into(),
+            address,
+            h2c: false,
+            role: ListenerRole::default(),
+            allow: None,
+            trusted_proxies: CidrList::default(),
+            max_connections: None,
+        }
+    }
+}
+
+/// What a listener is for, which decides the services it serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    /// Faces the Internet: serves public services only; an internal one answers as an
+    /// unknown host does.
+    Edge,
+    /// On a private network: serves every service (berth's behaviour before roles existed).
+    #[default]
+    Internal,
+}
+
+impl ListenerRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerRole::Edge => "edge",
+            ListenerRole::Internal => "internal",
+        }
+    }
+}
+
+/// Networks, written `10.0.0.0/8`, `2001:db8::/32` or as single addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct CidrList(Vec<Cidr>);
+
+impl CidrList {
+    /// `127.0.0.0/8` and `::1`: the host berth runs on.
+    pub fn loopback() -> CidrList {
+        CidrList(vec![
+            Cidr(IpNet::new(Ipv4Addr::LOCALHOST.into(), 8).expect("valid prefix")),
+            Cidr(IpNet::from(IpAddr::from(Ipv6Addr::LOCALHOST))),
+        ])
+    }
+
+    /// Whether `ip` is in one of the networks. An IPv4 peer on an IPv6 socket
+    /// (`::ffff:10.1.2.3`) is matched as the IPv4 address it is.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.0.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One network of a [`CidrList`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Cidr(IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        parse_cidr(&String::deserialize(d)?)
+            .map(Cidr)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or one address (`192.0.2.7` is `192.0.2.7/32`). Host bits
+/// of a network are dropped (`10.1.2.3/8` is `10.0.0.0/8`).
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!(
+                "{text:?} is not an address or network (e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/32)"
+            )
+        })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -54,6 +164,41 @@ pub struct AdminConfig {
     /// Which per-backend series `/metrics` carries.
     #[serde(default)]
     pub metrics_detail: MetricsDetail,
+    /// Peers that may use everything but `/healthz`, `/readyz` and `/metrics` (the route
+    /// table names backend addresses and container ids, and a container id is a sticky-cookie
+    /// value). Default: loopback only.
+    #[serde(default = "CidrList::loopback")]
+    pub allow: CidrList,
+    /// A file holding a token that also grants that access, presented as
+    /// `Authorization: Bearer <token>`; relative to the config file's directory.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The token read from `token_file` when the config was loaded.
+    #[serde(skip)]
+    pub token: Option<AdminToken>,
+}
+
+/// The admin API's bearer token. Never printed: `Debug` shows only that there is one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(Box<[u8]>);
+
+impl AdminToken {
+    /// Compares in time independent of where the first difference is, so response timing
+    /// does not reveal the token byte by byte.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        presented.len() == self.0.len()
+            && presented
+                .iter()
+                .zip(self.0.iter())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
 }
 
 /// How much per-backend detail `/metrics` exposes: a large fleet's scrape is mostly
@@ -84,6 +229,21 @@ pub struct ServerConfig {
     /// How often the config file is checked for changes (0s disables; SIGHUP always works).
     #[serde(deserialize_with = "duration")]
     pub watch_interval: Duration,
+    /// Largest request head (request line and headers) in bytes; a larger one is answered
+    /// 431 and never reaches Pingora's parser, so a connection costs at most this much.
+    #[serde(deserialize_with = "header_size")]
+    pub max_request_header_size: u64,
+    /// Longest time a client may take to send a whole request head (from the connection's
+    /// start for its first request, from the first byte for later ones): 408 after it.
+    #[serde(deserialize_with = "positive_duration")]
+    pub request_header_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request (0s: no keep-alive).
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// Open connections per listener, unless the listener sets its own; more are closed at
+    /// once and counted.
+    #[serde(deserialize_with = "connections")]
+    pub max_connections: u32,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +254,10 @@ impl Default for ServerConfig {
             upstream_keepalive_pool_size: 128,
             access_log: false,
             watch_interval: Duration::from_secs(2),
+            max_request_header_size: 32 << 10,
+            request_header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -205,7 +369,7 @@ impl Config {
                 message,
             }
         })?;
-        raw.validate()
+        raw.validate(file)
             .map_err(|(key_path, message)| ConfigError::at(file, key_path, message))
     }
 
@@ -220,6 +384,8 @@ impl Config {
             Some("server")
         } else if self.docker != other.docker {
             Some("discovery")
+        } else if self.internal_domains != other.internal_domains {
+            Some("internal_domains")
         } else {
             None
         }
@@ -256,6 +422,8 @@ struct RawConfig {
     services: Vec<ServiceEntry>,
     #[serde(default)]
     discovery: RawDiscovery,
+    #[serde(default)]
+    internal_domains: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -294,7 +462,8 @@ pub struct BackendEntry {
 type Invalid = (String, String);
 
 impl RawConfig {
-    fn validate(self) -> Result<Config, Invalid> {
+    /// `file` is the config's path: `admin.token_file` is relative to its directory.
+    fn validate(mut self, file: &Path) -> Result<Config, Invalid> {
         if self.listeners.is_empty() {
             return Err((
                 "listeners".into(),
@@ -318,6 +487,24 @@ impl RawConfig {
                     format!("address {} is used twice", listener.address),
                 ));
             }
+            if listener.allow.as_ref().is_some_and(CidrList::is_empty) {
+                return Err((
+                    format!("listeners[{i}].allow"),
+                    "an empty list lets nobody in; leave `allow` out to let everyone in".into(),
+                ));
+            }
+        }
+        let internal_domains = match &self.internal_domains {
+            None => DomainSet::default(),
+            Some(patterns) => DomainSet::parse(patterns.iter().map(String::as_str))
+                .map_err(|(i, e)| (format!("internal_domains[{i}]"), e))?,
+        };
+        if let Some(admin) = &mut self.admin {
+            if let Some(path) = &admin.token_file {
+                admin.token = Some(read_token(
+                    &file.parent().unwrap_or(Path::new("")).join(path),
+                )?);
+            }
         }
         self.defaults
             .validate()
@@ -337,8 +524,27 @@ impl RawConfig {
             defaults: self.defaults,
             services: self.services,
             docker: self.discovery.docker,
+            internal_domains,
         })
     }
+}
+
+/// The token in `path`, without surrounding whitespace (a trailing newline is usual).
+fn read_token(path: &Path) -> Result<AdminToken, Invalid> {
+    let key = || "admin.token_file".to_owned();
+    let text =
+        std::fs::read(path).map_err(|e| (key(), format!("cannot read {}: {e}", path.display())))?;
+    let token = text.trim_ascii();
+    if token.len() < 16 || !token.iter().all(u8::is_ascii_graphic) {
+        return Err((
+            key(),
+            format!(
+                "{} must hold a token of at least 16 visible ASCII characters",
+                path.display()
+            ),
+        ));
+    }
+    Ok(AdminToken(token.into()))
 }
 
 fn yes() -> bool {
@@ -356,6 +562,39 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     policy::parse_duration(&policy::de::scalar(d)?).map_err(de::Error::custom)
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match duration(d)? {
+        Duration::ZERO => Err(de::Error::custom("must be longer than 0s")),
+        positive => Ok(positive),
+    }
+}
+
+fn header_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let size = policy::parse_size(&policy::de::scalar(d)?).map_err(de::Error::custom)?;
+    if (1024..=MAX_REQUEST_HEADER_SIZE).contains(&size) {
+        Ok(size)
+    } else {
+        Err(de::Error::custom(format!(
+            "{size} bytes is outside 1KiB..=1MiB (Pingora never reads a longer head)"
+        )))
+    }
+}
+
+fn connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let text = policy::de::scalar(d)?;
+    match text.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(de::Error::custom(format!(
+            "max_connections {:?} is not a whole number of at least 1",
+            text.trim()
+        ))),
+    }
+}
+
+fn some_connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    connections(d).map(Some)
 }
 
 #[cfg(test)]
@@ -402,6 +641,122 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(err.key_path, "listeners[1].name");
+    }
+
+    #[test]
+    fn edge_settings_have_safe_defaults() {
+        let config = parse(&format!("{MINIMAL}admin:\n  address: \"0.0.0.0:9900\"\n")).unwrap();
+        let server = &config.server;
+        assert_eq!(server.max_request_header_size, 32 * 1024);
+        assert_eq!(server.request_header_timeout, Duration::from_secs(10));
+        assert_eq!(server.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(server.max_connections, 10_000);
+        let listener = &config.listeners[0];
+        assert_eq!(listener.role, ListenerRole::Internal);
+        assert_eq!(listener.allow, None);
+        assert!(listener.trusted_proxies.is_empty());
+        let admin = config.admin.unwrap();
+        assert!(admin.allow.contains("127.0.0.1".parse().unwrap()));
+        assert!(admin.allow.contains("::1".parse().unwrap()));
+        assert!(!admin.allow.contains("10.0.0.1".parse().unwrap()));
+        assert!(config.internal_domains.covers("restserver.local"));
+    }
+
+    #[test]
+    fn edge_settings_are_read_and_checked_with_their_key_paths() {
+        let text = format!(
+            "{MINIMAL}    role: edge\n    allow: [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n    \
+             max_connections: 5\nserver:\n  max_request_header_size: 16KiB\n  \
+             request_header_timeout: 3s\n  keepalive_timeout: 0s\ninternal_domains: [\"*.corp\"]\n"
+        );
+        let config = parse(&text).unwrap();
+        let listener = &config.listeners[0];
+        assert_eq!(listener.role, ListenerRole::Edge);
+        assert_eq!(listener.max_connections, Some(5));
+        let allow = listener.allow.as_ref().unwrap();
+        for inside in ["10.200.0.1", "192.0.2.7", "::ffff:10.0.0.9", "2001:db8::1"] {
+            assert!(allow.contains(inside.parse().unwrap()), "{inside}");
+        }
+        assert!(!allow.contains("192.0.2.8".parse().unwrap()));
+        assert_eq!(config.server.max_request_header_size, 16 * 1024);
+        assert_eq!(config.server.keepalive_timeout, Duration::ZERO);
+        assert!(config.internal_domains.covers("a.corp"));
+        assert!(!config.internal_domains.covers("a.local"));
+
+        for (yaml, key_path, problem) in [
+            (
+                "    allow: [\"10.0.0.0/33\"]\n",
+                "listeners[0].allow[0]",
+                "not an address",
+            ),
+            ("    allow: []\n", "listeners[0].allow", "nobody"),
+            (
+                "    trusted_proxies: [\"x\"]\n",
+                "listeners[0].trusted_proxies[0]",
+                "not an address",
+            ),
+            ("    role: public\n", "listeners[0].role", "unknown variant"),
+            (
+                "    max_connections: 0\n",
+                "listeners[0].max_connections",
+                "at least 1",
+            ),
+            (
+                "server:\n  max_request_header_size: 100\n",
+                "server.max_request_header_size",
+                "outside",
+            ),
+            (
+                "server:\n  max_request_header_size: 2MiB\n",
+                "server.max_request_header_size",
+                "outside",
+            ),
+            (
+                "server:\n  request_header_timeout: 0s\n",
+                "server.request_header_timeout",
+                "longer than 0s",
+            ),
+            (
+                "server:\n  max_connections: -3\n",
+                "server.max_connections",
+                "at least 1",
+            ),
+            (
+                "internal_domains: [\"a.corp\", \"bad domain\"]\n",
+                "internal_domains[1]",
+                "contains",
+            ),
+            (
+                "admin:\n  address: \"127.0.0.1:9900\"\n  allow: [\"::1/129\"]\n",
+                "admin.allow[0]",
+                "not an address",
+            ),
+            (
+                "admin:\n  address: \"127.0.0.1:9900\"\n  token_file: /nonexistent/token\n",
+                "admin.token_file",
+                "cannot read",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}{yaml}")).expect_err(yaml);
+            assert_eq!(err.key_path, key_path, "{yaml}: {err}");
+            assert!(err.message.contains(problem), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_admin_token_is_read_next_to_the_config_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret-s3cret-s3cret\n").unwrap();
+        let yaml = format!("{MINIMAL}admin:\n  address: \"127.0.0.1:9900\"\n  token_file: token\n");
+        let config = Config::parse(&yaml, &dir.path().join("berth.yaml")).unwrap();
+        let token = config.admin.unwrap().token.unwrap();
+        assert!(token.matches(b"s3cret-s3cret-s3cret"));
+        assert!(!token.matches(b"s3cret-s3cret-s3cres"));
+        assert!(!token.matches(b"s3cret"));
+        assert_eq!(format!("{token:?}"), "AdminToken(..)");
+        std::fs::write(dir.path().join("token"), "short\n").unwrap();
+        let err = Config::parse(&yaml, &dir.path().join("berth.yaml")).unwrap_err();
+        assert!(err.message.contains("at least 16"), "{err}");
     }
 
     #[test]

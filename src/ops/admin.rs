@@ -1,17 +1,22 @@
 //! The admin listener: liveness, readiness, Prometheus metrics and the live route table.
+//!
+//! `/healthz`, `/readyz` and `/metrics` answer anyone who reaches the listener (the image's
+//! health check and Prometheus need them). Everything else, the route table above all (backend
+//! addresses, container ids, which are sticky-cookie values), answers only peers in
+//! `admin.allow` (loopback by default) or requests with the `admin.token_file` bearer token.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use http::{Method, Response, StatusCode};
+use http::{header, Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 use super::exposition;
 use super::lifecycle::Lifecycle;
-use crate::config::MetricsDetail;
+use crate::config::{AdminConfig, AdminToken, CidrList, ListenerConfig, MetricsDetail};
 use crate::health::state::HealthStatus;
 use crate::metrics::Metrics;
 use crate::spec::{Admission, PlatformHealth};
@@ -24,8 +29,10 @@ pub struct Admin {
     /// `None` when metrics are off (`admin.metrics: false`).
     metrics: Option<Arc<Metrics>>,
     metrics_detail: MetricsDetail,
-    /// The proxy listeners' addresses, for readiness.
-    listeners: Vec<std::net::SocketAddr>,
+    allow: CidrList,
+    token: Option<AdminToken>,
+    /// The proxy listeners, for readiness and for where each service is served.
+    listeners: Vec<ListenerConfig>,
 }
 
 impl Admin {
@@ -33,16 +40,53 @@ impl Admin {
         live: Arc<LiveTable>,
         lifecycle: Arc<Lifecycle>,
         metrics: Option<Arc<Metrics>>,
-        metrics_detail: MetricsDetail,
-        listeners: Vec<std::net::SocketAddr>,
+        config: &AdminConfig,
+        listeners: Vec<ListenerConfig>,
     ) -> Self {
         Self {
             live,
             lifecycle,
             metrics,
-            metrics_detail,
+            metrics_detail: config.metrics_detail,
+            allow: config.allow.clone(),
+            token: config.token.clone(),
             listeners,
         }
+    }
+
+    /// `None` when the request may use the protected paths, else the refusal: 401 asking for
+    /// the token when there is one, else 403.
+    fn refusal(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if peer.is_some_and(|ip| self.allow.contains(ip)) {
+            return None;
+        }
+        let Some(token) = &self.token else {
+            return Some(text(
+                StatusCode::FORBIDDEN,
+                "berth admin: this path is not open to your address (see admin.allow)\n",
+            ));
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if presented.is_some_and(|t| token.matches(t.trim_ascii())) {
+            return None;
+        }
+        let mut answer = text(
+            StatusCode::UNAUTHORIZED,
+            "berth admin: this path needs `Authorization: Bearer <admin token>`\n",
+        );
+        answer.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"berth admin\""),
+        );
+        Some(answer)
     }
 
     /// Ready when every source's routes are loaded, berth is not shutting down, and a
@@ -55,7 +99,7 @@ impl Admin {
             return Err("routes are not loaded yet".into());
         }
         for listener in &self.listeners {
-            if accepts(*listener).await {
+            if accepts(listener.address).await {
                 return Ok(());
             }
         }
@@ -64,7 +108,15 @@ impl Admin {
 
     fn routes(&self) -> Value {
         let table = self.live.load_full();
-        Value::Array(table.upstreams().iter().map(|u| upstream_json(u)).collect())
+        let routes = table.upstreams().iter().enumerate().map(|(i, upstream)| {
+            let served_on = table
+                .served_on(i)
+                .iter()
+                .map(|&l| self.listeners[l].name.as_str())
+                .collect();
+            upstream_json(upstream, served_on)
+        });
+        Value::Array(routes.collect())
     }
 }
 
@@ -86,7 +138,8 @@ async fn accepts(mut addr: std::net::SocketAddr) -> bool {
     )
 }
 
-fn upstream_json(upstream: &Upstream) -> Value {
+/// One service; `served_on` names the listeners that route at least one of its domains.
+fn upstream_json(upstream: &Upstream, served_on: Vec<&str>) -> Value {
     let spec = &upstream.spec;
     let policy = &upstream.policy;
     let backends: Vec<Value> = upstream
@@ -135,7 +188,9 @@ fn upstream_json(upstream: &Upstream) -> Value {
         "name": spec.name,
         "domains": spec.domains,
         "path_prefix": spec.path_prefix,
-        "visibility": spec.listeners.clone().unwrap_or_else(|| vec!["*".into()]),
+        "visibility": policy.visibility.as_str(),
+        "listeners": served_on,
+        "max_body_size": policy.max_body_size,
         "algorithm": policy.algorithm.as_str(),
         "hash_key": policy.hash_key.to_string(),
         "sticky_cookie": policy.sticky_cookie,
@@ -185,7 +240,13 @@ impl ServeHttp for Admin {
         if req.method != Method::GET && req.method != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         }
-        match req.uri.path() {
+        let path = req.uri.path();
+        if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            if let Some(refusal) = self.refusal(session) {
+                return refusal;
+            }
+        }
+        match path {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => match self.readiness().await {
                 Ok(()) => text(StatusCode::OK, "ready\n"),

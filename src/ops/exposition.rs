@@ -230,6 +230,7 @@ mod tests {
     use super::*;
     use crate::config::ListenerConfig;
     use crate::health::probe::ProbeCache;
+    use crate::spec::hostname::DomainSet;
     use crate::spec::{BackendSpec, PolicyLayer, Snapshot};
     use crate::table::tests::service;
 
@@ -245,11 +246,8 @@ mod tests {
                 defaults: None,
             },
             &PolicyLayer::default(),
-            &[ListenerConfig {
-                name: "main".into(),
-                address: "127.0.0.1:0".parse().unwrap(),
-                h2c: false,
-            }],
+            &[ListenerConfig::new("main", "127.0.0.1:0".parse().unwrap())],
+            &DomainSet::default(),
             previous,
             &ProbeCache::default(),
         )

@@ -44,6 +44,64 @@ pub fn parse_domain_pattern(raw: &str) -> Result<String, String> {
     Ok(domain)
 }
 
+/// Domain patterns (`*.local`, `app.corp`, `*`) that name a group of hosts, as the config's
+/// `internal_domains` does: a route domain is in the set when every host it routes matches one
+/// of the patterns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainSet(Vec<String>);
+
+impl Default for DomainSet {
+    /// `*.local`: the mDNS suffix acsrouting deployments give services that only other
+    /// containers should reach.
+    fn default() -> Self {
+        DomainSet(vec!["*.local".into()])
+    }
+}
+
+impl DomainSet {
+    /// Checks each pattern with [`parse_domain_pattern`]; the error names the pattern's index.
+    pub fn parse<'a>(
+        patterns: impl IntoIterator<Item = &'a str>,
+    ) -> Result<DomainSet, (usize, String)> {
+        patterns
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| parse_domain_pattern(p).map_err(|e| (i, e)))
+            .collect::<Result<_, _>>()
+            .map(DomainSet)
+    }
+
+    /// Whether every host the route domain `domain` (normalised, as sources produce it)
+    /// matches is in the set.
+    pub fn covers(&self, domain: &str) -> bool {
+        self.0.iter().any(|pattern| pattern_covers(pattern, domain))
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// `*` covers everything; `*.s` covers `x.s`, `a.x.s` and the wildcards `*.s`, `*.x.s`; an
+/// exact pattern covers only itself.
+fn pattern_covers(pattern: &str, domain: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let Some(suffix) = pattern.strip_prefix("*.") else {
+        return pattern == domain;
+    };
+    let is_subdomain = |host: &str| {
+        host.len() > suffix.len()
+            && host.ends_with(suffix)
+            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+    };
+    match domain.strip_prefix("*.") {
+        Some(parent) => parent == suffix || is_subdomain(parent),
+        None => is_subdomain(domain),
+    }
+}
+
 /// Normalises the host of a request (`Host` header or absolute-form authority) into `buf`:
 /// strips the port and a trailing dot and lowercases. Returns `None` for a host no route can
 /// match (empty, too long, or with bytes a domain cannot hold), which callers answer with 4xx.
@@ -110,6 +168,31 @@ mod tests {
         assert_eq!(norm("a b"), None);
         assert_eq!(norm("évil.com"), None);
         assert_eq!(norm(&"a".repeat(300)), None);
+    }
+
+    #[test]
+    fn domain_sets_cover_hosts_their_patterns_match() {
+        let set = DomainSet::parse(["*.local", "app.corp"]).unwrap();
+        for covered in ["a.local", "a.b.local", "*.local", "*.x.local", "app.corp"] {
+            assert!(set.covers(covered), "{covered}");
+        }
+        for public in [
+            "local",
+            "a.localx",
+            "xlocal",
+            "*",
+            "*.corp",
+            "b.app.corp",
+            "corp",
+        ] {
+            assert!(!set.covers(public), "{public}");
+        }
+        assert!(DomainSet::parse(["*"]).unwrap().covers("*"));
+        assert_eq!(
+            DomainSet::parse(["ok.test", "bad domain"]).unwrap_err().0,
+            1
+        );
+        assert!(DomainSet::default().covers("restserver.local"));
     }
 
     #[test]
