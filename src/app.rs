@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_core::services::ServiceWithDependents;
-use pingora_proxy::ProxyServiceBuilder;
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::ops::admin::Admin;
 use crate::ops::lifecycle::Lifecycle;
 use crate::ops::signals::Signals;
+use crate::proxy::guard::{Guarded, Limits};
 use crate::proxy::Proxy;
 use crate::sources::docker::DockerSource;
 use crate::sources::file::{self, FileSource};
@@ -224,21 +225,40 @@ fn server(config: &Config) -> Server {
     server
 }
 
+/// One service per listener: berth's connection guard in front of Pingora's proxy.
 fn add_listeners(server: &mut Server, config: &Config, shared: &Shared) {
     let record = config.admin.as_ref().is_some_and(|a| a.metrics);
+    let limits = &config.server;
     for (index, listener) in config.listeners.iter().enumerate() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = listener.h2c;
+        let metrics = record.then(|| Arc::clone(&shared.metrics));
         let proxy = Proxy::new(
             index,
             Arc::clone(&shared.live),
             Arc::clone(&shared.lifecycle),
-            record.then(|| Arc::clone(&shared.metrics)),
+            metrics.clone(),
         );
-        let mut service = ProxyServiceBuilder::new(&server.configuration, proxy)
-            .name(format!("listener {}", listener.name))
-            .server_options(options)
-            .build();
+        let mut app = pingora_proxy::http_proxy(&server.configuration, proxy);
+        let mut options = HttpServerOptions::default();
+        options.h2c = listener.h2c;
+        options.h2_idle_timeout = Some(limits.keepalive_timeout).filter(|t| !t.is_zero());
+        app.server_options = Some(options);
+        // HTTP/2 bounds a request's decoded header list itself; the guard is for HTTP/1.
+        let mut h2 = default_h2_options();
+        h2.max_header_list_size(limits.max_request_header_size as u32);
+        app.h2_options = Some(h2);
+        let guarded = Guarded::new(
+            app,
+            &listener.name,
+            Limits {
+                max_request_header_size: limits.max_request_header_size as usize,
+                request_header_timeout: limits.request_header_timeout,
+                keepalive_timeout: limits.keepalive_timeout,
+                max_connections: listener.max_connections.unwrap_or(limits.max_connections)
+                    as usize,
+            },
+            metrics,
+        );
+        let mut service = Service::new(format!("listener {}", listener.name), guarded);
         service.add_tcp(&listener.address.to_string());
         server.add_service(service);
     }

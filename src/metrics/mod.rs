@@ -22,7 +22,9 @@ pub mod text;
 
 use std::sync::Arc;
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use series::status_label;
 pub use series::{ServerSeries, ServiceSeries};
@@ -35,6 +37,16 @@ pub struct Metrics {
     config_last_reload_success: IntGauge,
     discovery_events: IntCounterVec,
     discovery_errors: IntCounterVec,
+    listener_open: IntGaugeVec,
+    listener_refused: IntCounterVec,
+}
+
+/// One listener's connection series, resolved once when the listener is built.
+pub struct ListenerSeries {
+    /// Connections open now.
+    pub open: IntGauge,
+    /// Connections closed at once because `max_connections` were open.
+    pub refused: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -60,11 +72,28 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(config_last_reload_success.clone()))
             .expect("unique metric");
+        let listener_open = IntGaugeVec::new(
+            Opts::new(
+                "berth_listener_open_connections",
+                "Client connections a listener holds open.",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(listener_open.clone()))
+            .expect("unique metric");
         Arc::new(Metrics {
+            listener_open,
+            listener_refused: counter_vec(
+                &r,
+                "berth_listener_connections_refused_total",
+                "Client connections closed at once because the listener had max_connections open.",
+                &["listener"],
+            ),
             unrouted: counter_vec(
                 &r,
                 "berth_requests_unrouted_total",
-                "Requests answered by berth itself without a service: 404 unknown host, 400 bad request.",
+                "Requests answered by berth itself without a service: 404 unknown host, 400 bad request, 403 not allowed, 408/431 request head too slow/large, 501 unsupported transfer coding.",
                 &["code"],
             ),
             config_reloads: counter_vec(
@@ -97,6 +126,14 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
         out
+    }
+
+    /// The series of the listener `name`, created at zero.
+    pub fn listener(&self, name: &str) -> ListenerSeries {
+        ListenerSeries {
+            open: self.listener_open.with_label_values(&[name]),
+            refused: self.listener_refused.with_label_values(&[name]),
+        }
     }
 
     pub fn unrouted(&self, code: u16) {

@@ -1,5 +1,6 @@
 //! The Pingora `ProxyHttp` phases: route, pick a backend (sticky cookie, then the algorithm),
-//! retry another backend on connection failure, add forwarding headers, record metrics.
+//! retry another backend on connection failure, add forwarding headers, record metrics. In
+//! front of these phases, [`guard`] bounds every connection and request head.
 //!
 //! Everything here runs per request, so it reads the route table once, lock-free, and does
 //! no allocation, locking or logging that a benchmark would notice.
@@ -17,6 +18,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub mod cookie;
+pub mod guard;
 mod route;
 
 use crate::metrics::Metrics;
@@ -80,6 +82,15 @@ impl ProxyHttp for Proxy {
     /// Berth serves no HTTP modules (compression etc.); skipping Pingora's default saves work
     /// on every request.
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        guard::request_head_parsed(session.as_downstream());
+        Ok(())
+    }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
