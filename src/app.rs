@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::ops::admin::Admin;
 use crate::ops::lifecycle::Lifecycle;
 use crate::ops::signals::Signals;
+use crate::proxy::forwarding::Scheme;
 use crate::proxy::guard::{Guarded, Limits};
 use crate::proxy::Proxy;
 use crate::sources::docker::DockerSource;
@@ -233,6 +234,8 @@ fn add_listeners(server: &mut Server, config: &Config, shared: &Shared) {
         let metrics = record.then(|| Arc::clone(&shared.metrics));
         let proxy = Proxy::new(
             index,
+            listener,
+            Scheme::Http,
             Arc::clone(&shared.live),
             Arc::clone(&shared.lifecycle),
             metrics.clone(),

@@ -191,6 +191,7 @@ impl HeadGuard {
             host: None,
             uri: &target,
             status: code,
+            aborted: false,
             service: None,
             backend: None,
             duration: self.head_started.elapsed(),
