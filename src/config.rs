@@ -766,4 +766,160 @@ mod tests {
         assert_eq!(a.restart_needed_for(&a), None);
         assert_eq!(a.restart_needed_for(&b), Some("listeners"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_yaml_ng::{Mapping, Value};
+
+        use super::*;
+        use crate::sources::file::FileServices;
+
+        /// A valid file touching every section, which the property test then breaks in one
+        /// place.
+        const BASE: &str = r#"
+listeners:
+  - name: main
+    address: "127.0.0.1:8080"
+    role: edge
+    allow: ["10.0.0.0/8"]
+    trusted_proxies: ["192.0.2.1"]
+admin:
+  address: "127.0.0.1:9900"
+server:
+  max_request_header_size: 32KiB
+internal_domains: ["*.local"]
+defaults:
+  visibility: public
+services:
+  - domains: [a.test]
+    max_body_size: 1MiB
+    backends:
+      - address: "127.0.0.1:9000"
+"#;
+
+        /// Key paths of BASE, by segments (a number indexes a list).
+        const KEYS: &[&[&str]] = &[
+            &["listeners"],
+            &["listeners", "0", "name"],
+            &["listeners", "0", "address"],
+            &["listeners", "0", "h2c"],
+            &["listeners", "0", "role"],
+            &["listeners", "0", "allow"],
+            &["listeners", "0", "allow", "0"],
+            &["listeners", "0", "trusted_proxies"],
+            &["listeners", "0", "max_connections"],
+            &["admin"],
+            &["admin", "address"],
+            &["admin", "allow"],
+            &["admin", "metrics_detail"],
+            &["server", "max_request_header_size"],
+            &["server", "request_header_timeout"],
+            &["server", "keepalive_timeout"],
+            &["server", "max_connections"],
+            &["server", "grace_period"],
+            &["internal_domains"],
+            &["internal_domains", "0"],
+            &["defaults", "visibility"],
+            &["defaults", "max_body_size"],
+            &["defaults", "retry_on"],
+            &["services", "0", "domains"],
+            &["services", "0", "max_body_size"],
+            &["services", "0", "visibility"],
+            &["services", "0", "listeners"],
+            &["services", "0", "backends", "0", "weight"],
+        ];
+
+        fn yaml_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                "\\PC{0,12}".prop_map(Value::String),
+                prop::sample::select(vec![
+                    "edge",
+                    "internal",
+                    "0",
+                    "1",
+                    "10.0.0.0/8",
+                    "::1/128",
+                    "10.0.0.0/33",
+                    "x",
+                    "*.local",
+                    "a b",
+                    "32KiB",
+                    "2MiB",
+                    "0s",
+                    "10s",
+                    "none",
+                    "127.0.0.1:8080",
+                    "main",
+                    "",
+                ])
+                .prop_map(|s| Value::String(s.to_owned())),
+                any::<i64>().prop_map(|n| Value::Number(n.into())),
+                any::<bool>().prop_map(Value::Bool),
+                Just(Value::Null),
+            ];
+            leaf.prop_recursive(2, 8, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Sequence),
+                    prop::collection::btree_map("[a-z_]{1,8}", inner, 0..3).prop_map(|m| {
+                        Value::Mapping(m.into_iter().map(|(k, v)| (Value::String(k), v)).collect())
+                    }),
+                ]
+            })
+        }
+
+        /// Sets the value at `path` in `doc`, creating maps on the way.
+        fn put(doc: &mut Value, path: &[&str], value: Value) {
+            let Some((first, rest)) = path.split_first() else {
+                *doc = value;
+                return;
+            };
+            let child = match (first.parse::<usize>(), &mut *doc) {
+                (Ok(i), Value::Sequence(items)) if i < items.len() => &mut items[i],
+                _ => {
+                    if !doc.is_mapping() {
+                        *doc = Value::Mapping(Mapping::new());
+                    }
+                    let map = doc.as_mapping_mut().expect("a mapping");
+                    map.entry(Value::String((*first).to_owned()))
+                        .or_insert(Value::Null)
+                }
+            };
+            put(child, rest, value);
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Any text: an error or a config, never a panic.
+            #[test]
+            fn any_text_parses_without_panicking(text in "\\PC{0,200}") {
+                let _ = Config::parse(&text, Path::new("any.yaml"));
+            }
+
+            /// A good file with one value replaced by anything: never a panic, and when it is
+            /// refused, the problem's key path starts where the value was put (what
+            /// `berth check` prints).
+            #[test]
+            fn one_bad_value_is_named_by_its_key_path(
+                at in 0..KEYS.len(),
+                value in yaml_value(),
+            ) {
+                let mut doc: Value = serde_yaml_ng::from_str(BASE).unwrap();
+                put(&mut doc, KEYS[at], value);
+                let text = serde_yaml_ng::to_string(&doc).unwrap();
+                let file = Path::new("mutated.yaml");
+                let outcome = Config::parse(&text, file)
+                    .and_then(|config| FileServices::from_config(&config, file).map(|_| ()));
+                if let Err(e) = outcome {
+                    let top = KEYS[at][0];
+                    prop_assert!(
+                        e.key_path.starts_with(top)
+                            || (top == "listeners" && e.key_path.starts_with("services"))
+                            || (top == "admin" && e.key_path.starts_with("listeners")),
+                        "{}: {e}", KEYS[at].join(".")
+                    );
+                }
+            }
+        }
+    }
 }
