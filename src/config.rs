@@ -183,6 +183,11 @@ pub struct AdminConfig {
 pub struct AdminToken(Box<[u8]>);
 
 impl AdminToken {
+    /// The token itself, to present it (`berth routes` asking the admin API).
+    pub fn expose(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+
     /// Compares in time independent of where the first difference is, so response timing
     /// does not reveal the token byte by byte.
     pub fn matches(&self, presented: &[u8]) -> bool {

@@ -53,6 +53,12 @@ enum Command {
         #[arg(long, env = "BERTH_CONFIG")]
         config: PathBuf,
     },
+    /// Print the running berth's route table (admin `/api/routes`), asked from this host so
+    /// the default `admin.allow` (loopback) lets it in: `docker exec berth berth routes`.
+    Routes {
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: PathBuf,
+    },
     /// Two whoami backends and berth in front of them, no Docker needed.
     Demo {
         #[arg(long, default_value = "conf/demo.yaml")]
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
         Command::Demo { config } => berth::demo::demo(config),
         Command::Check { config } => check(&config),
         Command::Healthcheck { config } => healthcheck(&config),
+        Command::Routes { config } => routes(&config),
         Command::Whoami { listen, name } => {
             whoami(listen, name);
             Ok(())
@@ -111,11 +118,23 @@ fn check(path: &std::path::Path) -> Result<(), String> {
 }
 
 fn healthcheck(path: &std::path::Path) -> Result<(), String> {
+    admin_get(path, "/healthz").map(|_| ())
+}
+
+fn routes(path: &std::path::Path) -> Result<(), String> {
+    print!("{}", admin_get(path, "/api/routes")?);
+    Ok(())
+}
+
+/// GETs `path` from the admin listener of the berth running `config` (on this host: an
+/// unspecified address is asked on loopback), with the admin token when there is one; the
+/// body of a 200, else an error naming the answer.
+fn admin_get(config: &std::path::Path, path: &str) -> Result<String, String> {
     use std::io::{Read, Write};
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let config = Config::load(config).map_err(|e| e.to_string())?;
     let admin = config
         .admin
-        .ok_or("the config has no admin listener to check")?;
+        .ok_or("the config has no admin listener to ask")?;
     let mut addr = admin.address;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
@@ -123,24 +142,27 @@ fn healthcheck(path: &std::path::Path) -> Result<(), String> {
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
+    let authorization = admin
+        .token
+        .map(|t| format!("Authorization: Bearer {}\r\n", t.expose()))
+        .unwrap_or_default();
     let timeout = std::time::Duration::from_secs(3);
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("admin listener {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    let fail = |e: std::io::Error| format!("admin listener {addr}: {e}");
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(fail)?;
+    stream.set_read_timeout(Some(timeout)).map_err(fail)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: berth\r\n{authorization}Connection: close\r\n\r\n"
+    )
+    .map_err(fail)?;
     let mut reply = String::new();
-    stream
-        .read_to_string(&mut reply)
-        .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    stream.read_to_string(&mut reply).map_err(fail)?;
     let status = reply.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) == Some("200") {
-        Ok(())
-    } else {
-        Err(format!("admin listener {addr} answered {status:?}"))
+    match reply.split_once("\r\n\r\n") {
+        Some((_, body)) if status.split_whitespace().nth(1) == Some("200") => Ok(body.to_owned()),
+        _ => Err(format!(
+            "admin listener {addr} answered {status:?} to {path}"
+        )),
     }
 }
 
