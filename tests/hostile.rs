@@ -1452,6 +1452,48 @@ fn connections_over_max_connections_are_refused_and_counted() {
     assert_eq!(after.status(), Some(200), "{}", after.summary());
 }
 
+/// An upgraded connection (WebSocket) is a tunnel, not a stream of request heads: bytes pass
+/// both ways, even ones that look like a head's end, and it outlives the head and idle
+/// timeouts.
+#[test]
+fn an_upgraded_connection_is_a_tunnel_through_the_head_guard() {
+    let backend = RawBackend::start(Script::Upgrade);
+    let berth = start_berth(&table_config(
+        std::slice::from_ref(&backend),
+        "server:\n  request_header_timeout: 1s\n  keepalive_timeout: 1s\n",
+    ));
+    let mut stream = TcpStream::connect(berth.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: row0.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    for (message, after) in [
+        (&b"hello"[..], Duration::ZERO),
+        (b"GET / HTTP/1.1\r\n\r\n", Duration::from_millis(2500)),
+    ] {
+        std::thread::sleep(after);
+        stream.write_all(message).unwrap();
+        let mut echoed = Vec::new();
+        while echoed.len() < message.len() {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the tunnel closed");
+            echoed.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(echoed, message, "after {after:?}");
+    }
+}
+
 fn vm_rss_kib(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()

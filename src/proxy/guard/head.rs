@@ -127,8 +127,11 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
 }
 
 impl HeadGuard {
-    pub(super) fn new(inner: Stream, listener: Arc<Listener>) -> HeadGuard {
-        let timeout = listener.limits.request_header_timeout;
+    /// `accepted`: when the connection was accepted, which the first head's deadline counts
+    /// from.
+    pub(super) fn new(inner: Stream, listener: Arc<Listener>, accepted: Instant) -> HeadGuard {
+        let deadline =
+            tokio::time::Instant::from_std(accepted + listener.limits.request_header_timeout);
         HeadGuard {
             inner,
             listener,
@@ -138,10 +141,10 @@ impl HeadGuard {
             seen: 0,
             scanned: 0,
             started: false,
-            head_started: Instant::now(),
+            head_started: accepted,
             // A new connection's first head is timed from the connection's start, as nginx
             // times `client_header_timeout`: connecting and sending nothing is not free.
-            timer: Box::pin(tokio::time::sleep(timeout)),
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
             deadline: Deadline::Head,
             parsed: AtomicBool::new(false),
         }

@@ -23,7 +23,7 @@ mod head;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ServerApp};
@@ -142,8 +142,8 @@ where
     }
 
     /// Pingora's HTTP/1 keep-alive loop, with the guard told where each request ends.
-    async fn serve_h1(&self, stream: Stream, shutdown: &ShutdownWatch) {
-        let guard = HeadGuard::new(stream, Arc::clone(&self.listener));
+    async fn serve_h1(&self, stream: Stream, accepted: Instant, shutdown: &ShutdownWatch) {
+        let guard = HeadGuard::new(stream, Arc::clone(&self.listener), accepted);
         let mut session = ServerSession::new_http1(Box::new(guard));
         // The guard times idle connections and slow heads; Pingora's own keep-alive timer
         // (per read, 60 s for the first request, none after) would only interfere.
@@ -176,10 +176,11 @@ where
     ) -> Option<Stream> {
         // Dropping the stream closes it.
         let _slot = Slot::take(&self.listener)?;
+        let accepted = Instant::now();
         if self.speaks_h2(&mut stream).await? {
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
-        self.serve_h1(stream, shutdown).await;
+        self.serve_h1(stream, accepted, shutdown).await;
         None
     }
 
