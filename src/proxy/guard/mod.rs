@@ -4,7 +4,7 @@
 //! - **Connections**: at most `max_connections` open per listener; one more is closed at once
 //!   and counted (`berth_listener_connections_refused_total`), as nginx does when it runs out
 //!   of `worker_connections`.
-//! - **Request heads** ([`head::HeadGuard`]): Pingora accepts up to 1 MiB of request head (a
+//! - **Request heads** (`head::HeadGuard`): Pingora accepts up to 1 MiB of request head (a
 //!   constant) and times out each read, not the whole head, so a client trickling a header line
 //!   every few seconds holds a connection and its buffer for minutes. The guard reads each head
 //!   into its own buffer and hands it to Pingora only once it is complete: more than
@@ -12,7 +12,7 @@
 //!   `request_header_timeout` is answered 408, and an idle keep-alive connection is closed after
 //!   `keepalive_timeout`. Pingora then closes without a word of its own, because it has read
 //!   nothing of that request.
-//! - **HTTP/1 loop**: berth runs the keep-alive loop itself ([`Guarded::serve_h1`]) because the
+//! - **HTTP/1 loop**: berth runs the keep-alive loop itself (`Guarded::serve_h1`) because the
 //!   guard must learn when one request ends, body drained, and the next head begins; Pingora's
 //!   own loop offers no hook there. HTTP/2 connections go to Pingora's loop unchanged: h2 has
 //!   its own header-list limit (set from `max_request_header_size`) and idle timeout.
