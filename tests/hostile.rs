@@ -1452,6 +1452,57 @@ fn connections_over_max_connections_are_refused_and_counted() {
     assert_eq!(after.status(), Some(200), "{}", after.summary());
 }
 
+/// On an `h2c` listener berth first waits for the HTTP/2 preface, which Pingora does without a
+/// deadline: a client that connects and sends nothing is closed at `request_header_timeout`,
+/// and an HTTP/1 head there is still timed from accept.
+#[test]
+fn a_silent_connection_on_an_h2c_listener_is_closed_at_the_head_timeout() {
+    let backend = RawBackend::start(Script::ok("hi"));
+    let berth = start_berth(
+        &table_config(
+            std::slice::from_ref(&backend),
+            "server:\n  request_header_timeout: 1s\n",
+        )
+        .replace("address: \"{http}\"", "address: \"{http}\"\n    h2c: true"),
+    );
+    let silent = exchange(
+        berth.http,
+        &Sending::Once(Vec::new()),
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    );
+    eprintln!("silent on h2c: {}", silent.summary());
+    assert!(
+        silent.closed && silent.raw.is_empty() && silent.ended_after < Duration::from_millis(2500),
+        "closed without an answer about 1 s after connecting: {}",
+        silent.summary()
+    );
+    let slow = exchange(
+        berth.http,
+        &Sending::Trickle {
+            head: b"GET / HTTP/1.1\r\nHost: row0.test\r\nX-Padding-To-Pass-The-Preface: 1\r\n"
+                .to_vec(),
+            line: b"X-Slow: 1\r\n".to_vec(),
+            every: Duration::from_millis(300),
+            for_at_most: Duration::from_secs(4),
+        },
+        Duration::from_millis(200),
+        Duration::from_secs(6),
+    );
+    eprintln!("slow head on h2c: {}", slow.summary());
+    assert_eq!(slow.status(), Some(408), "{}", slow.summary());
+    assert!(slow
+        .first_byte_after
+        .is_some_and(|t| t < Duration::from_millis(2500)));
+    let normal = exchange(
+        berth.http,
+        &once("GET / HTTP/1.1\r\nHost: row0.test\r\nConnection: close\r\n\r\n"),
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    );
+    assert_eq!(normal.status(), Some(200), "{}", normal.summary());
+}
+
 /// An upgraded connection (WebSocket) is a tunnel, not a stream of request heads: bytes pass
 /// both ways, even ones that look like a head's end, and it outlives the head and idle
 /// timeouts.
