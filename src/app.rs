@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig as Endpoint};
 use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownSignalWatch};
@@ -262,7 +263,13 @@ fn add_listeners(server: &mut Server, config: &Config, shared: &Shared) {
             metrics,
         );
         let mut service = Service::new(format!("listener {}", listener.name), guarded);
-        service.add_tcp(&listener.address.to_string());
+        // Pingora gives every accepted connection a 64 KiB read buffer. Over plain TCP the
+        // guard and Pingora's body reader read in large chunks of their own, so that buffer
+        // only costs memory: 64 MiB per thousand connections, most of what a slow client
+        // holds. (TLS reads in small records, where the buffer saves system calls.)
+        let unbuffered_reads = L4BufferSettings::default().read(0);
+        service
+            .add_listener(Endpoint::tcp(listener.address.to_string()).l4_buffer(unbuffered_reads));
         server.add_service(service);
     }
 }

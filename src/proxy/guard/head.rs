@@ -94,6 +94,9 @@ pub(super) struct HeadGuard {
     scanned: usize,
     /// Something other than an empty line has arrived for this head.
     started: bool,
+    /// Pingora holds no byte of this head (it is a connection's first): empty lines before it
+    /// stay with the head, rather than being handed over early.
+    fresh: bool,
     head_started: Instant,
     timer: Pin<Box<Sleep>>,
     deadline: Deadline,
@@ -141,6 +144,7 @@ impl HeadGuard {
             seen: 0,
             scanned: 0,
             started: false,
+            fresh: true,
             head_started: accepted,
             // A new connection's first head is timed from the connection's start, as nginx
             // times `client_header_timeout`: connecting and sending nothing is not free.
@@ -174,6 +178,7 @@ impl HeadGuard {
         self.seen = self.pending.len();
         self.scanned = 0;
         self.started = false;
+        self.fresh = false;
         self.head_started = Instant::now();
         if self.seen > 0 {
             self.arm(Deadline::Head, self.listener.limits.request_header_timeout);
@@ -254,23 +259,27 @@ impl HeadGuard {
     /// `Ready` means: look at `deliverable` and `mode` again.
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let max = self.listener.limits.max_request_header_size;
-        if !self.started {
-            let blank = self
-                .pending
+        let blank = if self.started {
+            0
+        } else {
+            self.pending
                 .iter()
                 .take_while(|&&b| b == b'\r' || b == b'\n')
-                .count();
-            if blank > 0 {
-                self.deliverable = blank;
-                return Poll::Ready(Ok(()));
-            }
-            self.started = !self.pending.is_empty();
-        }
-        if let Some(end) = head_end(&self.pending, self.scanned.min(self.pending.len())) {
-            self.deliverable = end;
+                .count()
+        };
+        if blank > 0 && !self.fresh {
+            self.deliverable = blank;
             return Poll::Ready(Ok(()));
         }
-        self.scanned = self.pending.len().saturating_sub(2);
+        self.started |= blank < self.pending.len();
+        if self.started {
+            let from = self.scanned.max(blank).min(self.pending.len());
+            if let Some(end) = head_end(&self.pending, from) {
+                self.deliverable = end;
+                return Poll::Ready(Ok(()));
+            }
+            self.scanned = self.pending.len().saturating_sub(2);
+        }
         if self.seen > max {
             self.refuse(431, TOO_LARGE);
             return Poll::Ready(Ok(()));
@@ -309,6 +318,31 @@ impl HeadGuard {
                 Poll::Ready(Ok(()))
             }
         }
+    }
+}
+
+impl HeadGuard {
+    /// Waits until the connection's first request head is complete (`true`), or the
+    /// connection is over (`false`: the client closed or sent nothing in time, or the head was
+    /// refused and answered). Until then Pingora has no session for the connection, which
+    /// costs it far more memory than the guard's buffer.
+    pub(super) async fn first_head(&mut self) -> bool {
+        std::future::poll_fn(|cx| loop {
+            match self.mode {
+                Mode::Head if self.deliverable > 0 => return Poll::Ready(true),
+                Mode::Head => match self.poll_head(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(false),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Mode::Refusing { .. } => {
+                    return self.poll_refusal(cx).map(|_| false);
+                }
+                Mode::Body => return Poll::Ready(true),
+                Mode::Closed => return Poll::Ready(false),
+            }
+        })
+        .await
     }
 }
 

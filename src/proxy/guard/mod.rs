@@ -143,7 +143,16 @@ where
 
     /// Pingora's HTTP/1 keep-alive loop, with the guard told where each request ends.
     async fn serve_h1(&self, stream: Stream, accepted: Instant, shutdown: &ShutdownWatch) {
-        let guard = HeadGuard::new(stream, Arc::clone(&self.listener), accepted);
+        let mut guard = HeadGuard::new(stream, Arc::clone(&self.listener), accepted);
+        let mut stopping = shutdown.clone();
+        tokio::select! {
+            complete = guard.first_head() => if !complete {
+                return;
+            },
+            // Like Pingora's idle keep-alive connections, one still sending its first head
+            // ends with the service.
+            _ = stopping.changed() => return,
+        }
         let mut session = ServerSession::new_http1(Box::new(guard));
         // The guard times idle connections and slow heads; Pingora's own keep-alive timer
         // (per read, 60 s for the first request, none after) would only interfere.
