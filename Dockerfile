@@ -1,7 +1,7 @@
 # berth: the production load-balancer image.
 #
 #   docker build -t berth .
-#   docker run -d --name berth -p 80:80 -p 9900:9900 \
+#   docker run -d --name berth -p 80:80 -p 127.0.0.1:9900:9900 \
 #     -v /var/run/docker.sock:/var/run/docker.sock:ro \
 #     --group-add "$(stat -c %g /var/run/docker.sock)" berth
 #

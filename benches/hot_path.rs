@@ -21,7 +21,7 @@ use berth::ops::exposition;
 use berth::ops::status_page::StatusPage;
 use berth::ops::traffic::Traffic;
 use berth::proxy::cookie::find_in_header;
-use berth::spec::hostname::{normalize_request_host, MAX_HOST_LEN};
+use berth::spec::hostname::{normalize_request_host, DomainSet, MAX_HOST_LEN};
 use berth::spec::policy::{Algorithm, HealthCheckLayer, ProbeKind};
 use berth::spec::{BackendSpec, PolicyLayer, ServiceSpec, Snapshot, SourceKind};
 use berth::table::upstream::Upstream;
@@ -55,13 +55,7 @@ fn build(spec: ServiceSpec, probes: &ProbeCache) -> Upstream {
 }
 
 fn listener() -> ListenerConfig {
-    ListenerConfig {
-        name: "main".into(),
-        address: "127.0.0.1:8080".parse().unwrap(),
-        h2c: false,
-        tls: None,
-        redirect_https: false,
-    }
+    ListenerConfig::new("main", "127.0.0.1:8080".parse().unwrap())
 }
 
 /// 1,000 services: 800 exact hosts (every 10th with an extra `/api` route), 200 wildcards.
@@ -98,6 +92,7 @@ fn route_table() -> RouteTable {
         },
         &PolicyLayer::default(),
         &[listener()],
+        &DomainSet::default(),
         &RouteTable::default(),
         &ProbeCache::default(),
     )
@@ -264,6 +259,7 @@ fn bench_metrics(c: &mut Criterion) {
         },
         &PolicyLayer::default(),
         &[listener()],
+        &DomainSet::default(),
         &RouteTable::default(),
         &ProbeCache::default(),
     );

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig as Endpoint};
+use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_core::services::ServiceWithDependents;
-use pingora_proxy::ProxyServiceBuilder;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
@@ -27,6 +28,8 @@ use crate::ops::readiness::Readiness;
 use crate::ops::signals::Signals;
 use crate::ops::systemd::{self, ReadyNotifier};
 use crate::ops::traffic::{Sampler, Traffic};
+use crate::proxy::forwarding::Scheme;
+use crate::proxy::guard::{Guarded, Limits};
 use crate::proxy::Proxy;
 use crate::sources::docker::DockerSource;
 use crate::sources::file::{self, FileSource};
@@ -158,6 +161,7 @@ impl App {
             wake,
             Arc::clone(&shared.live),
             config.listeners.clone(),
+            config.internal_domains.clone(),
         );
         server.add_service(background_service("control plane", controller));
         server.add_service(background_service(
@@ -297,8 +301,10 @@ fn server(config: &Config) -> Server {
     server
 }
 
+/// One service per listener: berth's connection guard in front of Pingora's proxy.
 fn add_listeners(server: &mut Server, config: &Config, shared: &Shared) {
     let record = config.admin.as_ref().is_some_and(|a| a.metrics);
+    let limits = &config.server;
     // Redirects go to the first TLS listener's port.
     let https_port = config
         .listeners
@@ -306,13 +312,18 @@ fn add_listeners(server: &mut Server, config: &Config, shared: &Shared) {
         .find(|l| l.tls.is_some())
         .map(|l| l.address.port());
     for (index, listener) in config.listeners.iter().enumerate() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = listener.h2c;
+        let metrics = record.then(|| Arc::clone(&shared.metrics));
+        let scheme = match listener.tls {
+            Some(_) => Scheme::Https,
+            None => Scheme::Http,
+        };
         let mut proxy = Proxy::new(
             index,
+            listener,
+            scheme,
             Arc::clone(&shared.live),
             Arc::clone(&shared.lifecycle),
-            record.then(|| Arc::clone(&shared.metrics)),
+            metrics.clone(),
         );
         if let Some(tls) = &listener.tls {
             proxy = proxy.tls(tls.min_version);
@@ -322,10 +333,32 @@ fn add_listeners(server: &mut Server, config: &Config, shared: &Shared) {
         if let (true, Some(port)) = (listener.redirect_https, https_port) {
             proxy = proxy.redirect_https(port);
         }
-        let mut service = ProxyServiceBuilder::new(&server.configuration, proxy)
-            .name(format!("listener {}", listener.name))
-            .server_options(options)
-            .build();
+        let mut app = pingora_proxy::http_proxy(&server.configuration, proxy);
+        let mut options = HttpServerOptions::default();
+        options.h2c = listener.h2c;
+        options.h2_idle_timeout = Some(limits.keepalive_timeout).filter(|t| !t.is_zero());
+        app.server_options = Some(options);
+        // HTTP/2 bounds a request's decoded header list itself; the guard is for HTTP/1.
+        let mut h2 = default_h2_options();
+        h2.max_header_list_size(limits.max_request_header_size as u32);
+        app.h2_options = Some(h2);
+        let guarded = Guarded::new(
+            app,
+            &listener.name,
+            Limits {
+                max_request_header_size: limits.max_request_header_size as usize,
+                request_header_timeout: limits.request_header_timeout,
+                keepalive_timeout: limits.keepalive_timeout,
+                max_connections: listener.max_connections.unwrap_or(limits.max_connections)
+                    as usize,
+            },
+            metrics,
+        );
+        let mut service = Service::new(format!("listener {}", listener.name), guarded);
+        // Pingora gives every accepted connection a 64 KiB read buffer. Over plain TCP the
+        // guard and Pingora's body reader read in large chunks of their own, so that buffer
+        // only costs memory: 64 MiB per thousand connections, most of what a slow client
+        // holds. (TLS reads in small records, where the buffer saves system calls.)
         let address = listener.address.to_string();
         match &listener.tls {
             Some(tls) => service.add_tls_with_settings(
@@ -333,7 +366,10 @@ fn add_listeners(server: &mut Server, config: &Config, shared: &Shared) {
                 None,
                 crate::tls::listener_settings(tls, &shared.certificates, index),
             ),
-            None => service.add_tcp(&address),
+            None => {
+                let unbuffered_reads = L4BufferSettings::default().read(0);
+                service.add_listener(Endpoint::tcp(address).l4_buffer(unbuffered_reads));
+            }
         }
         server.add_service(service);
     }
@@ -357,13 +393,14 @@ fn add_admin(server: &mut Server, config: &Config, shared: &Shared) {
             Arc::clone(&shared.live),
             Arc::clone(&shared.readiness),
             admin.metrics.then(|| Arc::clone(&shared.metrics)),
-            admin.metrics_detail,
+            admin,
             traffic,
             TlsLookup::new(
                 config.listeners.clone(),
                 Arc::clone(&shared.certificates),
                 shared.acme.as_ref().map(|(_, status)| Arc::clone(status)),
             ),
+            config.listeners.clone(),
         ),
     );
     service.add_tcp(&admin.address.to_string());

@@ -8,16 +8,21 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::spec::hostname::parse_domain_pattern;
+use crate::spec::hostname::{parse_domain_pattern, DomainSet};
 use crate::spec::policy::{self, with_policy_knobs};
 use crate::spec::PolicyLayer;
+
+/// The most Pingora ever reads of a request head (its own fixed limit): a larger
+/// `max_request_header_size` could never take effect.
+pub const MAX_REQUEST_HEADER_SIZE: u64 = 1 << 20;
 
 /// A config file whose restart-bound sections are valid; its services are checked by the file
 /// source ([`crate::sources::file::FileServices::from_config`]).
@@ -35,6 +40,8 @@ pub struct Config {
     pub swarm: SwarmConfig,
     /// Automatic certificates; `None` when the file has no `acme:` section.
     pub acme: Option<AcmeConfig>,
+    /// Domains whose services are internal: never served on an edge listener.
+    pub internal_domains: DomainSet,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -46,6 +53,20 @@ pub struct ListenerConfig {
     /// Also accept HTTP/2 without TLS (prior knowledge) on this listener.
     #[serde(default)]
     pub h2c: bool,
+    /// Whether the listener faces the Internet (`edge`: public services only) or a private
+    /// network (`internal`: every service).
+    #[serde(default)]
+    pub role: ListenerRole,
+    /// Only these peers may use the listener (others get 403); `None` lets everyone in.
+    #[serde(default)]
+    pub allow: Option<CidrList>,
+    /// Peers whose `X-Forwarded-For/Proto/Host` berth keeps (and appends to); from anyone
+    /// else those headers are replaced with what berth itself sees.
+    #[serde(default)]
+    pub trusted_proxies: CidrList,
+    /// Open connections this listener holds at once; `None` takes `server.max_connections`.
+    #[serde(default, deserialize_with = "some_connections")]
+    pub max_connections: Option<u32>,
     /// Terminate TLS on this listener.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
@@ -65,6 +86,21 @@ impl ListenerConfig {
             tls.default_certificate = None;
         }
         listener
+    }
+
+    /// A listener with every optional setting at its default.
+    pub fn new(name: &str, address: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            name: name.into(),
+            address,
+            h2c: false,
+            role: ListenerRole::default(),
+            allow: None,
+            trusted_proxies: CidrList::default(),
+            max_connections: None,
+            tls: None,
+            redirect_https: false,
+        }
     }
 }
 
@@ -116,6 +152,79 @@ impl<'de> Deserialize<'de> for TlsVersion {
             ))),
         }
     }
+}
+
+/// What a listener is for, which decides the services it serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    /// Faces the Internet: serves public services only; an internal one answers as an
+    /// unknown host does.
+    Edge,
+    /// On a private network: serves every service (berth's behaviour before roles existed).
+    #[default]
+    Internal,
+}
+
+impl ListenerRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerRole::Edge => "edge",
+            ListenerRole::Internal => "internal",
+        }
+    }
+}
+
+/// Networks, written `10.0.0.0/8`, `2001:db8::/32` or as single addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct CidrList(Vec<Cidr>);
+
+impl CidrList {
+    /// `127.0.0.0/8` and `::1`: the host berth runs on.
+    pub fn loopback() -> CidrList {
+        CidrList(vec![
+            Cidr(IpNet::new(Ipv4Addr::LOCALHOST.into(), 8).expect("valid prefix")),
+            Cidr(IpNet::from(IpAddr::from(Ipv6Addr::LOCALHOST))),
+        ])
+    }
+
+    /// Whether `ip` is in one of the networks. An IPv4 peer on an IPv6 socket
+    /// (`::ffff:10.1.2.3`) is matched as the IPv4 address it is.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.0.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One network of a [`CidrList`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Cidr(IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        parse_cidr(&String::deserialize(d)?)
+            .map(Cidr)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or one address (`192.0.2.7` is `192.0.2.7/32`). Host bits
+/// of a network are dropped (`10.1.2.3/8` is `10.0.0.0/8`).
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!(
+                "{text:?} is not an address or network (e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/32)"
+            )
+        })
 }
 
 /// The application protocols a TLS listener offers in ALPN, in its order of preference.
@@ -194,6 +303,46 @@ pub struct AdminConfig {
     /// Which per-backend series `/metrics` carries.
     #[serde(default)]
     pub metrics_detail: MetricsDetail,
+    /// Peers that may use everything but `/healthz`, `/readyz` and `/metrics` (the route
+    /// table names backend addresses and container ids, and a container id is a sticky-cookie
+    /// value). Default: loopback only.
+    #[serde(default = "CidrList::loopback")]
+    pub allow: CidrList,
+    /// A file holding a token that also grants that access, presented as
+    /// `Authorization: Bearer <token>`; relative to the config file's directory.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The token read from `token_file` when the config was loaded.
+    #[serde(skip)]
+    pub token: Option<AdminToken>,
+}
+
+/// The admin API's bearer token. Never printed: `Debug` shows only that there is one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(Box<[u8]>);
+
+impl AdminToken {
+    /// The token itself, to present it (`berth routes` asking the admin API).
+    pub fn expose(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+
+    /// Compares in time independent of where the first difference is, so response timing
+    /// does not reveal the token byte by byte.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        presented.len() == self.0.len()
+            && presented
+                .iter()
+                .zip(self.0.iter())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
 }
 
 /// How much per-backend detail `/metrics` exposes: a large fleet's scrape is mostly
@@ -224,6 +373,21 @@ pub struct ServerConfig {
     /// How often the config file is checked for changes (0s disables; SIGHUP always works).
     #[serde(deserialize_with = "duration")]
     pub watch_interval: Duration,
+    /// Largest request head (request line and headers) in bytes; a larger one is answered
+    /// 431 and never reaches Pingora's parser, so a connection costs at most this much.
+    #[serde(deserialize_with = "header_size")]
+    pub max_request_header_size: u64,
+    /// Longest time a client may take to send a whole request head (from the connection's
+    /// start for its first request, from the first byte for later ones): 408 after it.
+    #[serde(deserialize_with = "positive_duration")]
+    pub request_header_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request (0s: no keep-alive).
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// Open connections per listener, unless the listener sets its own; more are closed at
+    /// once and counted.
+    #[serde(deserialize_with = "connections")]
+    pub max_connections: u32,
 }
 
 impl Default for ServerConfig {
@@ -234,6 +398,10 @@ impl Default for ServerConfig {
             upstream_keepalive_pool_size: 128,
             access_log: false,
             watch_interval: Duration::from_secs(2),
+            max_request_header_size: 32 << 10,
+            request_header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -385,7 +553,7 @@ impl Config {
                 message,
             }
         })?;
-        raw.validate()
+        raw.validate(file)
             .map_err(|(key_path, message)| ConfigError::at(file, key_path, message))
     }
 
@@ -408,6 +576,8 @@ impl Config {
             Some("discovery")
         } else if self.acme != other.acme {
             Some("acme")
+        } else if self.internal_domains != other.internal_domains {
+            Some("internal_domains")
         } else {
             None
         }
@@ -446,6 +616,7 @@ struct RawConfig {
     discovery: RawDiscovery,
     #[serde(default)]
     acme: Option<AcmeConfig>,
+    internal_domains: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -486,7 +657,8 @@ pub struct BackendEntry {
 type Invalid = (String, String);
 
 impl RawConfig {
-    fn validate(self) -> Result<Config, Invalid> {
+    /// `file` is the config's path: `admin.token_file` is relative to its directory.
+    fn validate(mut self, file: &Path) -> Result<Config, Invalid> {
         if self.listeners.is_empty() {
             return Err((
                 "listeners".into(),
@@ -511,6 +683,24 @@ impl RawConfig {
                 ));
             }
             self.validate_tls(i, listener)?;
+            if listener.allow.as_ref().is_some_and(CidrList::is_empty) {
+                return Err((
+                    format!("listeners[{i}].allow"),
+                    "an empty list lets nobody in; leave `allow` out to let everyone in".into(),
+                ));
+            }
+        }
+        let internal_domains = match &self.internal_domains {
+            None => DomainSet::default(),
+            Some(patterns) => DomainSet::parse(patterns.iter().map(String::as_str))
+                .map_err(|(i, e)| (format!("internal_domains[{i}]"), e))?,
+        };
+        if let Some(admin) = &mut self.admin {
+            if let Some(path) = &admin.token_file {
+                admin.token = Some(read_token(
+                    &file.parent().unwrap_or(Path::new("")).join(path),
+                )?);
+            }
         }
         self.defaults
             .validate()
@@ -548,6 +738,7 @@ impl RawConfig {
             docker: self.discovery.docker,
             swarm: self.discovery.swarm,
             acme: self.acme,
+            internal_domains,
         })
     }
 
@@ -575,6 +766,24 @@ impl RawConfig {
             _ => Ok(()),
         }
     }
+}
+
+/// The token in `path`, without surrounding whitespace (a trailing newline is usual).
+fn read_token(path: &Path) -> Result<AdminToken, Invalid> {
+    let key = || "admin.token_file".to_owned();
+    let text =
+        std::fs::read(path).map_err(|e| (key(), format!("cannot read {}: {e}", path.display())))?;
+    let token = text.trim_ascii();
+    if token.len() < 16 || !token.iter().all(u8::is_ascii_graphic) {
+        return Err((
+            key(),
+            format!(
+                "{} must hold a token of at least 16 visible ASCII characters",
+                path.display()
+            ),
+        ));
+    }
+    Ok(AdminToken(token.into()))
 }
 
 fn yes() -> bool {
@@ -615,6 +824,17 @@ fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Err
     }
 }
 
+fn header_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let size = policy::parse_size(&policy::de::scalar(d)?).map_err(de::Error::custom)?;
+    if (1024..=MAX_REQUEST_HEADER_SIZE).contains(&size) {
+        Ok(size)
+    } else {
+        Err(de::Error::custom(format!(
+            "{size} bytes is outside 1KiB..=1MiB (Pingora never reads a longer head)"
+        )))
+    }
+}
+
 /// A certificate's DNS name (`example.com` or `*.example.com`), lowercase.
 fn certificate_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let name = parse_domain_pattern(&policy::de::scalar(d)?).map_err(de::Error::custom)?;
@@ -641,6 +861,17 @@ fn https_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
+fn connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let text = policy::de::scalar(d)?;
+    match text.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(de::Error::custom(format!(
+            "max_connections {:?} is not a whole number of at least 1",
+            text.trim()
+        ))),
+    }
+}
+
 fn email<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let email = policy::de::scalar(d)?.trim().to_owned();
     match email.split_once('@') {
@@ -653,6 +884,10 @@ fn email<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
             "{email:?} is not an e-mail address"
         ))),
     }
+}
+
+fn some_connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    connections(d).map(Some)
 }
 
 fn default_acme_storage() -> PathBuf {
@@ -737,6 +972,122 @@ mod tests {
             one.restart_needed_for(&parse(MINIMAL).unwrap()),
             Some("discovery")
         );
+    }
+
+    #[test]
+    fn edge_settings_have_safe_defaults() {
+        let config = parse(&format!("{MINIMAL}admin:\n  address: \"0.0.0.0:9900\"\n")).unwrap();
+        let server = &config.server;
+        assert_eq!(server.max_request_header_size, 32 * 1024);
+        assert_eq!(server.request_header_timeout, Duration::from_secs(10));
+        assert_eq!(server.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(server.max_connections, 10_000);
+        let listener = &config.listeners[0];
+        assert_eq!(listener.role, ListenerRole::Internal);
+        assert_eq!(listener.allow, None);
+        assert!(listener.trusted_proxies.is_empty());
+        let admin = config.admin.unwrap();
+        assert!(admin.allow.contains("127.0.0.1".parse().unwrap()));
+        assert!(admin.allow.contains("::1".parse().unwrap()));
+        assert!(!admin.allow.contains("10.0.0.1".parse().unwrap()));
+        assert!(config.internal_domains.covers("restserver.local"));
+    }
+
+    #[test]
+    fn edge_settings_are_read_and_checked_with_their_key_paths() {
+        let text = format!(
+            "{MINIMAL}    role: edge\n    allow: [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n    \
+             max_connections: 5\nserver:\n  max_request_header_size: 16KiB\n  \
+             request_header_timeout: 3s\n  keepalive_timeout: 0s\ninternal_domains: [\"*.corp\"]\n"
+        );
+        let config = parse(&text).unwrap();
+        let listener = &config.listeners[0];
+        assert_eq!(listener.role, ListenerRole::Edge);
+        assert_eq!(listener.max_connections, Some(5));
+        let allow = listener.allow.as_ref().unwrap();
+        for inside in ["10.200.0.1", "192.0.2.7", "::ffff:10.0.0.9", "2001:db8::1"] {
+            assert!(allow.contains(inside.parse().unwrap()), "{inside}");
+        }
+        assert!(!allow.contains("192.0.2.8".parse().unwrap()));
+        assert_eq!(config.server.max_request_header_size, 16 * 1024);
+        assert_eq!(config.server.keepalive_timeout, Duration::ZERO);
+        assert!(config.internal_domains.covers("a.corp"));
+        assert!(!config.internal_domains.covers("a.local"));
+
+        for (yaml, key_path, problem) in [
+            (
+                "    allow: [\"10.0.0.0/33\"]\n",
+                "listeners[0].allow[0]",
+                "not an address",
+            ),
+            ("    allow: []\n", "listeners[0].allow", "nobody"),
+            (
+                "    trusted_proxies: [\"x\"]\n",
+                "listeners[0].trusted_proxies[0]",
+                "not an address",
+            ),
+            ("    role: public\n", "listeners[0].role", "unknown variant"),
+            (
+                "    max_connections: 0\n",
+                "listeners[0].max_connections",
+                "at least 1",
+            ),
+            (
+                "server:\n  max_request_header_size: 100\n",
+                "server.max_request_header_size",
+                "outside",
+            ),
+            (
+                "server:\n  max_request_header_size: 2MiB\n",
+                "server.max_request_header_size",
+                "outside",
+            ),
+            (
+                "server:\n  request_header_timeout: 0s\n",
+                "server.request_header_timeout",
+                "longer than 0s",
+            ),
+            (
+                "server:\n  max_connections: -3\n",
+                "server.max_connections",
+                "at least 1",
+            ),
+            (
+                "internal_domains: [\"a.corp\", \"bad domain\"]\n",
+                "internal_domains[1]",
+                "contains",
+            ),
+            (
+                "admin:\n  address: \"127.0.0.1:9900\"\n  allow: [\"::1/129\"]\n",
+                "admin.allow[0]",
+                "not an address",
+            ),
+            (
+                "admin:\n  address: \"127.0.0.1:9900\"\n  token_file: /nonexistent/token\n",
+                "admin.token_file",
+                "cannot read",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}{yaml}")).expect_err(yaml);
+            assert_eq!(err.key_path, key_path, "{yaml}: {err}");
+            assert!(err.message.contains(problem), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_admin_token_is_read_next_to_the_config_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret-s3cret-s3cret\n").unwrap();
+        let yaml = format!("{MINIMAL}admin:\n  address: \"127.0.0.1:9900\"\n  token_file: token\n");
+        let config = Config::parse(&yaml, &dir.path().join("berth.yaml")).unwrap();
+        let token = config.admin.unwrap().token.unwrap();
+        assert!(token.matches(b"s3cret-s3cret-s3cret"));
+        assert!(!token.matches(b"s3cret-s3cret-s3cres"));
+        assert!(!token.matches(b"s3cret"));
+        assert_eq!(format!("{token:?}"), "AdminToken(..)");
+        std::fs::write(dir.path().join("token"), "short\n").unwrap();
+        let err = Config::parse(&yaml, &dir.path().join("berth.yaml")).unwrap_err();
+        assert!(err.message.contains("at least 16"), "{err}");
     }
 
     #[test]
@@ -849,5 +1200,161 @@ mod tests {
         assert_eq!(acme.storage, Path::new("/var/lib/berth/acme"));
         assert_eq!(acme.renew_before, Duration::from_secs(30 * 24 * 3600));
         assert!(config.listeners[1].redirect_https);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_yaml_ng::{Mapping, Value};
+
+        use super::*;
+        use crate::sources::file::FileServices;
+
+        /// A valid file touching every section, which the property test then breaks in one
+        /// place.
+        const BASE: &str = r#"
+listeners:
+  - name: main
+    address: "127.0.0.1:8080"
+    role: edge
+    allow: ["10.0.0.0/8"]
+    trusted_proxies: ["192.0.2.1"]
+admin:
+  address: "127.0.0.1:9900"
+server:
+  max_request_header_size: 32KiB
+internal_domains: ["*.local"]
+defaults:
+  visibility: public
+services:
+  - domains: [a.test]
+    max_body_size: 1MiB
+    backends:
+      - address: "127.0.0.1:9000"
+"#;
+
+        /// Key paths of BASE, by segments (a number indexes a list).
+        const KEYS: &[&[&str]] = &[
+            &["listeners"],
+            &["listeners", "0", "name"],
+            &["listeners", "0", "address"],
+            &["listeners", "0", "h2c"],
+            &["listeners", "0", "role"],
+            &["listeners", "0", "allow"],
+            &["listeners", "0", "allow", "0"],
+            &["listeners", "0", "trusted_proxies"],
+            &["listeners", "0", "max_connections"],
+            &["admin"],
+            &["admin", "address"],
+            &["admin", "allow"],
+            &["admin", "metrics_detail"],
+            &["server", "max_request_header_size"],
+            &["server", "request_header_timeout"],
+            &["server", "keepalive_timeout"],
+            &["server", "max_connections"],
+            &["server", "grace_period"],
+            &["internal_domains"],
+            &["internal_domains", "0"],
+            &["defaults", "visibility"],
+            &["defaults", "max_body_size"],
+            &["defaults", "retry_on"],
+            &["services", "0", "domains"],
+            &["services", "0", "max_body_size"],
+            &["services", "0", "visibility"],
+            &["services", "0", "listeners"],
+            &["services", "0", "backends", "0", "weight"],
+        ];
+
+        fn yaml_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                "\\PC{0,12}".prop_map(Value::String),
+                prop::sample::select(vec![
+                    "edge",
+                    "internal",
+                    "0",
+                    "1",
+                    "10.0.0.0/8",
+                    "::1/128",
+                    "10.0.0.0/33",
+                    "x",
+                    "*.local",
+                    "a b",
+                    "32KiB",
+                    "2MiB",
+                    "0s",
+                    "10s",
+                    "none",
+                    "127.0.0.1:8080",
+                    "main",
+                    "",
+                ])
+                .prop_map(|s| Value::String(s.to_owned())),
+                any::<i64>().prop_map(|n| Value::Number(n.into())),
+                any::<bool>().prop_map(Value::Bool),
+                Just(Value::Null),
+            ];
+            leaf.prop_recursive(2, 8, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Sequence),
+                    prop::collection::btree_map("[a-z_]{1,8}", inner, 0..3).prop_map(|m| {
+                        Value::Mapping(m.into_iter().map(|(k, v)| (Value::String(k), v)).collect())
+                    }),
+                ]
+            })
+        }
+
+        /// Sets the value at `path` in `doc`, creating maps on the way.
+        fn put(doc: &mut Value, path: &[&str], value: Value) {
+            let Some((first, rest)) = path.split_first() else {
+                *doc = value;
+                return;
+            };
+            let child = match (first.parse::<usize>(), &mut *doc) {
+                (Ok(i), Value::Sequence(items)) if i < items.len() => &mut items[i],
+                _ => {
+                    if !doc.is_mapping() {
+                        *doc = Value::Mapping(Mapping::new());
+                    }
+                    let map = doc.as_mapping_mut().expect("a mapping");
+                    map.entry(Value::String((*first).to_owned()))
+                        .or_insert(Value::Null)
+                }
+            };
+            put(child, rest, value);
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Any text: an error or a config, never a panic.
+            #[test]
+            fn any_text_parses_without_panicking(text in "\\PC{0,200}") {
+                let _ = Config::parse(&text, Path::new("any.yaml"));
+            }
+
+            /// A good file with one value replaced by anything: never a panic, and when it is
+            /// refused, the problem's key path starts where the value was put (what
+            /// `berth check` prints).
+            #[test]
+            fn one_bad_value_is_named_by_its_key_path(
+                at in 0..KEYS.len(),
+                value in yaml_value(),
+            ) {
+                let mut doc: Value = serde_yaml_ng::from_str(BASE).unwrap();
+                put(&mut doc, KEYS[at], value);
+                let text = serde_yaml_ng::to_string(&doc).unwrap();
+                let file = Path::new("mutated.yaml");
+                let outcome = Config::parse(&text, file)
+                    .and_then(|config| FileServices::from_config(&config, file).map(|_| ()));
+                if let Err(e) = outcome {
+                    let top = KEYS[at][0];
+                    prop_assert!(
+                        e.key_path.starts_with(top)
+                            || (top == "listeners" && e.key_path.starts_with("services"))
+                            || (top == "admin" && e.key_path.starts_with("listeners")),
+                        "{}: {e}", KEYS[at].join(".")
+                    );
+                }
+            }
+        }
     }
 }

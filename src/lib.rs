@@ -18,7 +18,9 @@
 //!    order, lays each service's policy over the file's `defaults:`, compiles a
 //!    [`table::RouteTable`] (reusing unchanged upstreams) and publishes it with one atomic swap.
 //! 3. The **proxy** ([`proxy`]) reads the live table once per request, picks a backend and
-//!    records metrics with handles resolved at compile time.
+//!    records metrics with handles resolved at compile time. In front of it, one
+//!    [`proxy::guard::Guarded`] per listener bounds connections and request heads before
+//!    Pingora reads them.
 //!
 //! # Module dependencies (one direction, no cycles)
 //!

@@ -165,23 +165,26 @@ fn check(path: &std::path::Path) -> Result<(), String> {
 }
 
 fn healthcheck(path: &std::path::Path) -> Result<(), String> {
-    let admin = admin_client::address_from_config(path)?;
-    let reply = admin_client::get(admin, "/healthz", Duration::from_secs(3))?;
+    let admin = admin_client::from_config(path)?;
+    let reply = admin_client::get(&admin, "/healthz", Duration::from_secs(3))?;
     if reply.status == 200 {
         Ok(())
     } else {
-        Err(format!("admin listener {admin} answered {}", reply.status))
+        Err(format!(
+            "admin listener {} answered {}",
+            admin.addr, reply.status
+        ))
     }
 }
 
 fn routes(admin: Option<String>, config: Option<PathBuf>, json: bool, verbose: bool) -> ExitCode {
     let admin = match (admin, config) {
         (Some(admin), _) => admin_client::parse_address(&admin),
-        (None, Some(config)) => admin_client::address_from_config(&config),
+        (None, Some(config)) => admin_client::from_config(&config),
         (None, None) => Err("give --admin ADDR or --config FILE (or set BERTH_CONFIG)".into()),
     };
     let verdict =
-        admin.and_then(|admin| routes_report::run(admin, json, verbose, &mut std::io::stdout()));
+        admin.and_then(|admin| routes_report::run(&admin, json, verbose, &mut std::io::stdout()));
     match verdict {
         Ok(Verdict::AllRoutable) => ExitCode::SUCCESS,
         Ok(Verdict::Unroutable(services)) => {

@@ -470,3 +470,115 @@ discovery:
         assert_eq!(reply.status, 200, "plain listeners serve {host} either way");
     }
 }
+
+/// `berth.visibility: internal`, and a domain in `internal_domains` (`*.local` by default),
+/// keep a Docker service off an edge listener: there it answers exactly as an unknown host,
+/// while an internal listener serves it.
+#[tokio::test]
+async fn an_edge_listener_hides_internal_docker_services() {
+    if !available("edge_hides_internal_docker_services") {
+        return;
+    }
+    let network = Network::create("vis");
+    let on_network = ["--network", network.name.as_str()];
+    let private_host = domain("private");
+    let local_host = format!("svc-{}.local", std::process::id());
+    let public_host = domain("public");
+    let private = Container::run(
+        "private",
+        &[
+            ("berth.routing.port_80", private_host.as_str()),
+            ("berth.visibility", "internal"),
+        ],
+        &on_network,
+    );
+    let local = Container::run(
+        "local",
+        &[("aliyun.routing.port_80", local_host.as_str())],
+        &on_network,
+    );
+    let public = Container::run(
+        "public",
+        &[("berth.routing.port_80", public_host.as_str())],
+        &on_network,
+    );
+    let lan = free_addr();
+    let berth = Berth::start(&format!(
+        r#"
+listeners:
+  - name: edge
+    address: "{{http}}"
+    role: edge
+  - name: lan
+    address: "{lan}"
+    role: internal
+admin:
+  address: "{{admin}}"
+defaults:
+  health_check: {{ interval: 250ms, timeout: 1s }}
+discovery:
+  docker:
+    enabled: true
+    debounce: 20ms
+    network: {}
+"#,
+        network.name
+    ));
+    for (host, container) in [
+        (&private_host, &private),
+        (&local_host, &local),
+        (&public_host, &public),
+    ] {
+        let addr = SocketAddr::new(container.ip(Some(&network.name)), 80);
+        berth.wait_backend_health(host, addr, "healthy");
+    }
+    let client = client();
+    let edge = berth.url("/");
+    let lan = format!("http://{lan}/");
+    for (host, container) in [(&private_host, &private), (&local_host, &local)] {
+        // An unknown host of the same length: the answer names the host.
+        let unknown_host = format!("{}.test", "u".repeat(host.len() - ".test".len()));
+        let unknown = get(&client, &edge, &unknown_host).await.unwrap();
+        assert_eq!(unknown.status, 404);
+        let hidden = get(&client, &edge, host).await.unwrap();
+        assert_eq!(hidden.status, 404, "{host} on the edge listener");
+        assert_eq!(
+            hidden.body,
+            unknown.body.replace(&unknown_host, host),
+            "{host} answers on the edge exactly as an unknown host"
+        );
+        let mut headers = hidden.headers.clone();
+        let mut unknown_headers = unknown.headers.clone();
+        headers.remove("date");
+        unknown_headers.remove("date");
+        assert_eq!(headers, unknown_headers, "{host}: the same headers too");
+        let served = get(&client, &lan, host).await.unwrap();
+        assert_eq!(served.status, 200, "{host} on the internal listener");
+        assert_eq!(served_by(&served), container.short_id());
+    }
+    for url in [&edge, &lan] {
+        let reply = get(&client, url, &public_host).await.unwrap();
+        assert_eq!(
+            served_by(&reply),
+            public.short_id(),
+            "{public_host} at {url}"
+        );
+    }
+    let routes = berth.routes();
+    let listeners_of = |name: &str| {
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["listeners"].clone())
+    };
+    assert_eq!(
+        listeners_of(&private_host),
+        Some(serde_json::json!(["lan"]))
+    );
+    assert_eq!(
+        listeners_of(&public_host),
+        Some(serde_json::json!(["edge", "lan"]))
+    );
+}

@@ -84,7 +84,7 @@ fn routes_prints_the_live_table_and_fails_while_a_service_has_no_backend() {
             "api",
             "api.test,*.api.test",
             "/",
-            "*",
+            "main",
             "2/2",
             "round_robin",
             "file"
@@ -96,7 +96,7 @@ fn routes_prints_the_live_table_and_fails_while_a_service_has_no_backend() {
             "orphan",
             "orphan.test",
             "/v1",
-            "*",
+            "main",
             "0/1",
             "round_robin",
             "file",

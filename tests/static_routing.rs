@@ -267,29 +267,42 @@ async fn retries_hide_a_dead_backend_that_checks_have_not_caught() {
     )));
 }
 
+/// berth sets the forwarding headers and keeps `Host`. A client's own `X-Forwarded-For` is
+/// appended to only when the peer is one of the listener's `trusted_proxies`; by default it is
+/// replaced (see `tests/hostile.rs` for Proto and Host).
 #[tokio::test]
 async fn forwarding_headers_are_added_and_host_is_kept() {
     let a = Whoami::start("a");
-    let berth = Berth::start(&config(&service("api", "[api.test]", "", &[&a])));
-    berth.wait_backend_health("api", a.addr, "healthy");
-    let reply = get_with(
-        &client(),
-        &berth.url("/echo"),
-        &[
-            ("host", "api.test:8080"),
-            ("x-forwarded-for", "203.0.113.7"),
-        ],
-    )
-    .await
-    .unwrap();
-    let body = reply.body.to_ascii_lowercase();
-    assert!(body.contains("host: api.test:8080"), "{body}");
-    assert!(
-        body.contains("x-forwarded-for: 203.0.113.7, 127.0.0.1"),
-        "{body}"
-    );
-    assert!(body.contains("x-forwarded-proto: http"), "{body}");
-    assert!(body.contains("x-forwarded-host: api.test:8080"), "{body}");
+    let services = service("api", "[api.test]", "", &[&a]);
+    for (listener, forwarded_for) in [
+        ("", "x-forwarded-for: 127.0.0.1\n"),
+        (
+            "    trusted_proxies: [\"127.0.0.1\"]\n",
+            "x-forwarded-for: 203.0.113.7, 127.0.0.1\n",
+        ),
+    ] {
+        let yaml = config(&services).replace(
+            "    address: \"{http}\"\n",
+            &format!("    address: \"{{http}}\"\n{listener}"),
+        );
+        let berth = Berth::start(&yaml);
+        berth.wait_backend_health("api", a.addr, "healthy");
+        let reply = get_with(
+            &client(),
+            &berth.url("/echo"),
+            &[
+                ("host", "api.test:8080"),
+                ("x-forwarded-for", "203.0.113.7"),
+            ],
+        )
+        .await
+        .unwrap();
+        let body = reply.body.to_ascii_lowercase();
+        assert!(body.contains("host: api.test:8080"), "{body}");
+        assert!(body.contains(forwarded_for), "{listener:?}: {body}");
+        assert!(body.contains("x-forwarded-proto: http"), "{body}");
+        assert!(body.contains("x-forwarded-host: api.test:8080"), "{body}");
+    }
 }
 
 #[tokio::test]

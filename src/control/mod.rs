@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use crate::config::ListenerConfig;
 use crate::health::probe::ProbeCache;
 use crate::sources::FeedReader;
+use crate::spec::hostname::DomainSet;
 use crate::table::live::LiveTable;
 use crate::table::RouteTable;
 use merge::merge;
@@ -29,6 +30,7 @@ pub struct Controller {
     wake: Arc<Notify>,
     live: Arc<LiveTable>,
     listeners: Vec<ListenerConfig>,
+    internal_domains: DomainSet,
     probes: ProbeCache,
     /// Merge warnings already logged, so an unrelated update does not repeat them.
     warned: Mutex<HashSet<String>>,
@@ -41,12 +43,14 @@ impl Controller {
         wake: Arc<Notify>,
         live: Arc<LiveTable>,
         listeners: Vec<ListenerConfig>,
+        internal_domains: DomainSet,
     ) -> Controller {
         let controller = Controller {
             feeds,
             wake,
             live,
             listeners,
+            internal_domains,
             probes: ProbeCache::default(),
             warned: Mutex::new(HashSet::new()),
         };
@@ -68,6 +72,7 @@ impl Controller {
             &merged.snapshot,
             &merged.snapshot.defaults.clone().unwrap_or_default(),
             &self.listeners,
+            &self.internal_domains,
             &self.live.load_full(),
             &self.probes,
         );
@@ -107,13 +112,7 @@ mod tests {
     use crate::table::tests::service;
 
     fn listener() -> ListenerConfig {
-        ListenerConfig {
-            name: "main".into(),
-            address: "127.0.0.1:0".parse().unwrap(),
-            h2c: false,
-            tls: None,
-            redirect_https: false,
-        }
+        ListenerConfig::new("main", "127.0.0.1:0".parse().unwrap())
     }
 
     fn routed(live: &LiveTable, host: &str) -> Option<String> {
@@ -143,6 +142,7 @@ mod tests {
             wake,
             live.clone(),
             vec![listener()],
+            DomainSet::default(),
         );
         assert_eq!(routed(&live, "a.test").as_deref(), Some("a"));
         assert!(!live.is_complete(), "docker has not listed");

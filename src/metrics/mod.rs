@@ -40,6 +40,16 @@ pub struct Metrics {
     discovery_errors: IntCounterVec,
     certificate_expiry: IntGaugeVec,
     acme_orders: IntCounterVec,
+    listener_open: IntGaugeVec,
+    listener_refused: IntCounterVec,
+}
+
+/// One listener's connection series, resolved once when the listener is built.
+pub struct ListenerSeries {
+    /// Connections open now.
+    pub open: IntGauge,
+    /// Connections closed at once because `max_connections` were open.
+    pub refused: IntCounter,
 }
 
 /// Why a client's TLS handshake failed, as far as Pingora's log line tells.
@@ -152,11 +162,28 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(certificate_expiry.clone()))
             .expect("unique metric");
+        let listener_open = IntGaugeVec::new(
+            Opts::new(
+                "berth_listener_open_connections",
+                "Client connections a listener holds open.",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(listener_open.clone()))
+            .expect("unique metric");
         Arc::new(Metrics {
+            listener_open,
+            listener_refused: counter_vec(
+                &r,
+                "berth_listener_connections_refused_total",
+                "Client connections closed at once because the listener had max_connections open.",
+                &["listener"],
+            ),
             unrouted: counter_vec(
                 &r,
                 "berth_requests_unrouted_total",
-                "Requests answered by berth itself without a service: 404 unknown host, 400 bad request, 308 redirect to HTTPS, 200 ACME challenge, 403 below the listener's TLS version.",
+                "Requests answered by berth itself without a service: 404 unknown host, 400 bad request, 403 not allowed or below the listener's TLS version, 308 redirect to HTTPS, 200 ACME challenge, 408/431 request head too slow/large, 501 unsupported transfer coding.",
                 &["code"],
             ),
             config_reloads: counter_vec(
@@ -226,6 +253,14 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
         out
+    }
+
+    /// The series of the listener `name`, created at zero.
+    pub fn listener(&self, name: &str) -> ListenerSeries {
+        ListenerSeries {
+            open: self.listener_open.with_label_values(&[name]),
+            refused: self.listener_refused.with_label_values(&[name]),
+        }
     }
 
     pub fn unrouted(&self, code: u16) {

@@ -28,6 +28,9 @@ pub struct Entry<'a> {
     pub host: Option<&'a [u8]>,
     pub uri: &'a dyn Display,
     pub status: u16,
+    /// The response started (the client has its status line) and then failed: `status` is
+    /// what berth would have answered, and the client saw a truncated response.
+    pub aborted: bool,
     pub service: Option<&'a str>,
     pub backend: Option<&'a dyn Display>,
     pub duration: Duration,
@@ -130,6 +133,9 @@ fn write_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime) -> std::io::Res
         write_value(out, &raw);
     }
     write!(out, " status={}", e.status)?;
+    if e.aborted {
+        write!(out, " aborted=true")?;
+    }
     if let Some(service) = e.service {
         write!(out, " service=")?;
         write_value(out, service.as_bytes());
@@ -181,12 +187,33 @@ mod tests {
                 host: Some(b"api.test"),
                 uri: &uri,
                 status: 200,
+                aborted: false,
                 service: Some("api"),
                 backend: Some(&backend),
                 duration: Duration::from_micros(1234),
             }),
             "1970-01-01T00:00:00.000000Z client=127.0.0.1:5000 method=GET host=api.test \
              uri=/a?b=c status=200 service=api backend=10.0.0.2:80 duration_us=1234\n"
+        );
+    }
+
+    #[test]
+    fn an_aborted_response_says_so() {
+        let uri = "/big";
+        let text = line(&Entry {
+            client: None,
+            method: "GET",
+            host: Some(b"api.test"),
+            uri: &uri,
+            status: 502,
+            aborted: true,
+            service: Some("api"),
+            backend: None,
+            duration: Duration::ZERO,
+        });
+        assert!(
+            text.contains(" status=502 aborted=true service=api "),
+            "{text}"
         );
     }
 
@@ -197,6 +224,7 @@ mod tests {
             host,
             uri: &"/",
             status,
+            aborted: false,
             service: None,
             backend: None,
             duration: Duration::ZERO,

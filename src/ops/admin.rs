@@ -1,11 +1,16 @@
 //! The admin listener: the status page, liveness, readiness, Prometheus metrics and the live
 //! route table. A router: each answer is written by its own module.
+//!
+//! `/healthz`, `/readyz` and `/metrics` answer anyone who reaches the listener (the image's
+//! health check and Prometheus need them). Everything else, the route table above all (backend
+//! addresses, container ids, which are sticky-cookie values), answers only peers in
+//! `admin.allow` (loopback by default) or requests with the `admin.token_file` bearer token.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use http::{Method, Response, StatusCode};
+use http::{header, Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
@@ -13,7 +18,7 @@ use super::readiness::Readiness;
 use super::status_page::StatusPage;
 use super::traffic::Traffic;
 use super::{exposition, routes_api};
-use crate::config::MetricsDetail;
+use crate::config::{AdminConfig, AdminToken, CidrList, ListenerConfig, MetricsDetail};
 use crate::metrics::Metrics;
 use crate::table::live::LiveTable;
 use crate::tls::TlsLookup;
@@ -30,6 +35,10 @@ pub struct Admin {
     traffic: Option<Arc<Traffic>>,
     /// What certificates the services' domains get, for `/api/routes`.
     tls: TlsLookup,
+    allow: CidrList,
+    token: Option<AdminToken>,
+    /// The proxy listeners, for where each service is served.
+    listeners: Vec<ListenerConfig>,
 }
 
 impl Admin {
@@ -37,19 +46,58 @@ impl Admin {
         live: Arc<LiveTable>,
         readiness: Arc<Readiness>,
         metrics: Option<Arc<Metrics>>,
-        metrics_detail: MetricsDetail,
+        config: &AdminConfig,
         traffic: Option<Arc<Traffic>>,
         tls: TlsLookup,
+        listeners: Vec<ListenerConfig>,
     ) -> Self {
         Self {
             live,
             readiness,
             metrics,
-            metrics_detail,
+            metrics_detail: config.metrics_detail,
             status_page: StatusPage::new(SystemTime::now()),
             traffic,
             tls,
+            allow: config.allow.clone(),
+            token: config.token.clone(),
+            listeners,
         }
+    }
+
+    /// `None` when the request may use the protected paths, else the refusal: 401 asking for
+    /// the token when there is one, else 403.
+    fn refusal(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if peer.is_some_and(|ip| self.allow.contains(ip)) {
+            return None;
+        }
+        let Some(token) = &self.token else {
+            return Some(text(
+                StatusCode::FORBIDDEN,
+                "berth admin: this path is not open to your address (see admin.allow)\n",
+            ));
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if presented.is_some_and(|t| token.matches(t.trim_ascii())) {
+            return None;
+        }
+        let mut answer = text(
+            StatusCode::UNAUTHORIZED,
+            "berth admin: this path needs `Authorization: Bearer <admin token>`\n",
+        );
+        answer.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"berth admin\""),
+        );
+        Some(answer)
     }
 }
 
@@ -85,7 +133,13 @@ impl ServeHttp for Admin {
         if req.method != Method::GET && req.method != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         }
-        match req.uri.path() {
+        let path = req.uri.path();
+        if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            if let Some(refusal) = self.refusal(session) {
+                return refusal;
+            }
+        }
+        match path {
             "/" => {
                 let html = self
                     .status_page
@@ -118,8 +172,12 @@ impl ServeHttp for Admin {
             "/api/routes" => respond(
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_vec_pretty(&routes_api::routes(&self.live.load_full(), &self.tls))
-                    .expect("the routes document serializes"),
+                serde_json::to_vec_pretty(&routes_api::routes(
+                    &self.live.load_full(),
+                    &self.listeners,
+                    &self.tls,
+                ))
+                .expect("the routes document serializes"),
             ),
             _ => not_found(),
         }

@@ -7,7 +7,14 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{AdminToken, Config};
+
+/// A running berth's admin listener, and the token it wants for its API (from the config's
+/// `admin.token_file`).
+pub struct Admin {
+    pub addr: SocketAddr,
+    token: Option<AdminToken>,
+}
 
 /// Where to reach a listener bound to `addr`: a wildcard address (`0.0.0.0`, `::`) is reached
 /// on loopback.
@@ -21,24 +28,31 @@ pub fn reachable(mut addr: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// The admin listener of the berth that runs the config at `path`.
-pub fn address_from_config(path: &Path) -> Result<SocketAddr, String> {
+/// The admin listener of the berth that runs the config at `path`, with its token.
+pub fn from_config(path: &Path) -> Result<Admin, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let admin = config
         .admin
         .ok_or_else(|| format!("{}: the config has no admin listener", path.display()))?;
-    Ok(reachable(admin.address))
+    Ok(Admin {
+        addr: reachable(admin.address),
+        token: admin.token,
+    })
 }
 
-/// `host:port` or `http://host:port` as typed on a command line.
-pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
+/// `host:port` or `http://host:port` as typed on a command line (no token: the listener's
+/// `admin.allow` must let this host in).
+pub fn parse_address(text: &str) -> Result<Admin, String> {
     let authority = text.strip_prefix("http://").unwrap_or(text);
     let authority = authority.strip_suffix('/').unwrap_or(authority);
     authority
         .to_socket_addrs()
         .map_err(|e| format!("admin address {text:?}: {e}"))?
         .next()
-        .map(reachable)
+        .map(|addr| Admin {
+            addr: reachable(addr),
+            token: None,
+        })
         .ok_or_else(|| format!("admin address {text:?} resolves to nothing"))
 }
 
@@ -48,14 +62,21 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// `GET path` from the admin listener at `addr`; `timeout` bounds the connect and each read.
-pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Reply, String> {
+/// `GET path` from the admin listener, with its token if it has one; `timeout` bounds the
+/// connect and each read.
+pub fn get(admin: &Admin, path: &str, timeout: Duration) -> Result<Reply, String> {
+    let addr = admin.addr;
     let failed = |e: std::io::Error| format!("admin listener {addr}: {e}");
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(failed)?;
     stream.set_read_timeout(Some(timeout)).map_err(failed)?;
+    let authorization = admin
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {}\r\n", t.expose()))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: berth\r\n{authorization}Connection: close\r\n\r\n"
     )
     .map_err(failed)?;
     let mut raw = Vec::new();
@@ -108,11 +129,11 @@ mod tests {
             "127.0.0.1:9900".parse().unwrap()
         );
         assert_eq!(
-            parse_address("http://[::]:9900/").unwrap(),
+            parse_address("http://[::]:9900/").unwrap().addr,
             "[::1]:9900".parse().unwrap()
         );
         assert_eq!(
-            parse_address("127.0.0.1:9900").unwrap(),
+            parse_address("127.0.0.1:9900").unwrap().addr,
             "127.0.0.1:9900".parse().unwrap()
         );
         assert!(parse_address("no-port").is_err());

@@ -8,6 +8,9 @@
 //! are taken out of the log and counted instead (`berth_tls_handshake_failures_total{reason}`,
 //! `berth_h2_handshake_failures_total`), whatever `RUST_LOG` says; every other Pingora error
 //! stays. An upstream fix would be a hook on Pingora's listener for failed handshakes.
+//!
+//! Pingora's connection pool also logs, at ERROR, a race it recovers from by itself (see
+//! [`BENIGN_POOL_RACE`]); that one message is dropped too.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -33,7 +36,8 @@ pub fn init() {
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(filter.and(WithoutHandshakeNoise));
+        .with_filter(filter.and(WithoutHandshakeNoise))
+        .with_filter(NoBenignPoolRace);
     tracing_subscriber::registry()
         .with(CountHandshakeFailures.with_filter(PingoraErrors))
         .with(log)
@@ -170,9 +174,84 @@ impl<S> Filter<S> for WithoutHandshakeNoise {
     }
 }
 
+/// Pingora's connection pool logs this at ERROR when it takes a pooled upstream connection
+/// while the task watching that idle connection still holds it: Pingora drops that connection
+/// and opens another, and the request succeeds. Under ordinary keep-alive load it comes several
+/// times a second, so an ERROR line would mean nothing; it is dropped, and only this exact
+/// message (the same module's other errors are real).
+const BENIGN_POOL_RACE: &str = "failed to acquire reusable stream";
+
+/// Lets every event through except Pingora's [`BENIGN_POOL_RACE`].
+struct NoBenignPoolRace;
+
+impl<S> Filter<S> for NoBenignPoolRace {
+    fn enabled(&self, _: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        true
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        if *meta.level() != Level::ERROR {
+            return true;
+        }
+        let (target, message) = target_and_message(event);
+        let target = target.as_deref().unwrap_or(meta.target());
+        !(message == BENIGN_POOL_RACE && target.starts_with("pingora_core"))
+    }
+
+    /// No limit of its own, like [`WithoutHandshakeNoise`].
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::TRACE)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Through the real `log` bridge, as Pingora's records arrive. The subscriber is the
+    /// process-wide one: no other test here installs one.
+    #[test]
+    fn only_the_benign_pool_race_is_dropped() {
+        let out = Captured::default();
+        let writer = out.clone();
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(move || writer.clone())
+                    .with_ansi(false)
+                    .with_filter(NoBenignPoolRace),
+            )
+            .try_init()
+            .unwrap();
+        log::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
+        log::error!(target: "pingora_core::connectors", "a real connector error");
+        tracing::error!(target: "berth", "failed to acquire reusable stream");
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("a real connector error"), "{text}");
+        assert!(
+            lines[1].contains("berth: failed to acquire reusable stream"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn handshake_failures_are_recognised_and_other_errors_are_not() {

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::ListenerConfig;
 use crate::table::upstream::{Standing, Upstream};
 use crate::table::RouteTable;
 use crate::tls::TlsLookup;
@@ -14,8 +15,12 @@ pub struct ServiceView {
     pub name: String,
     pub domains: Vec<String>,
     pub path_prefix: String,
-    /// The listeners that serve it; `["*"]` for all of them.
-    pub visibility: Vec<String>,
+    /// `public`, or `internal`: never served on an edge listener.
+    pub visibility: String,
+    /// The listeners that route at least one of its domains.
+    pub listeners: Vec<String>,
+    /// The largest request body it accepts; `None` is unlimited.
+    pub max_body_size: Option<u64>,
     pub algorithm: String,
     pub hash_key: String,
     pub sticky_cookie: Option<String>,
@@ -149,9 +154,26 @@ impl ServiceView {
     }
 }
 
-/// The document for `table`; `tls` tells what certificates the services' domains get.
-pub fn routes(table: &RouteTable, tls: &TlsLookup) -> Vec<ServiceView> {
-    table.upstreams().iter().map(|u| service(u, tls)).collect()
+/// The document for `table`, compiled for `listeners`; `tls` tells what certificates the
+/// services' domains get.
+pub fn routes(
+    table: &RouteTable,
+    listeners: &[ListenerConfig],
+    tls: &TlsLookup,
+) -> Vec<ServiceView> {
+    table
+        .upstreams()
+        .iter()
+        .enumerate()
+        .map(|(i, upstream)| {
+            let served_on = table
+                .served_on(i)
+                .iter()
+                .map(|&l| listeners[l].name.clone())
+                .collect();
+            service(upstream, served_on, tls)
+        })
+        .collect()
 }
 
 fn tls_view(upstream: &Upstream, tls: &TlsLookup) -> TlsServiceView {
@@ -197,7 +219,7 @@ fn tls_view(upstream: &Upstream, tls: &TlsLookup) -> TlsServiceView {
     }
 }
 
-fn service(upstream: &Upstream, tls: &TlsLookup) -> ServiceView {
+fn service(upstream: &Upstream, listeners: Vec<String>, tls: &TlsLookup) -> ServiceView {
     let spec = &upstream.spec;
     let policy = &upstream.policy;
     let backends = upstream
@@ -241,7 +263,9 @@ fn service(upstream: &Upstream, tls: &TlsLookup) -> ServiceView {
         name: spec.name.clone(),
         domains: spec.domains.clone(),
         path_prefix: spec.path_prefix.clone(),
-        visibility: spec.listeners.clone().unwrap_or_else(|| vec!["*".into()]),
+        visibility: policy.visibility.as_str().into(),
+        listeners,
+        max_body_size: policy.max_body_size,
         algorithm: policy.algorithm.as_str().into(),
         hash_key: policy.hash_key.to_string(),
         sticky_cookie: policy.sticky_cookie.clone(),

@@ -4,10 +4,9 @@
 
 use std::borrow::Cow;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use super::admin_client;
+use super::admin_client::{self, Admin};
 use super::present::{age, short_id};
 use super::routes_api::{BackendView, ServiceView};
 
@@ -23,7 +22,7 @@ pub enum Verdict {
 /// Fetches `/api/routes` from `admin` and writes it to `out`: as received with `json`, else as
 /// a table (with a row per backend when `verbose`).
 pub fn run(
-    admin: SocketAddr,
+    admin: &Admin,
     json: bool,
     verbose: bool,
     out: &mut impl Write,
@@ -31,12 +30,16 @@ pub fn run(
     let reply = admin_client::get(admin, "/api/routes", Duration::from_secs(10))?;
     if reply.status != 200 {
         return Err(format!(
-            "admin listener {admin}: /api/routes answered {}",
-            reply.status
+            "admin listener {}: /api/routes answered {}",
+            admin.addr, reply.status
         ));
     }
-    let services: Vec<ServiceView> = serde_json::from_slice(&reply.body)
-        .map_err(|e| format!("admin listener {admin}: /api/routes is not a route list: {e}"))?;
+    let services: Vec<ServiceView> = serde_json::from_slice(&reply.body).map_err(|e| {
+        format!(
+            "admin listener {}: /api/routes is not a route list: {e}",
+            admin.addr
+        )
+    })?;
     let written = if json {
         out.write_all(&reply.body)
     } else {
@@ -80,7 +83,7 @@ pub fn table(services: &[ServiceView], verbose: bool, now: SystemTime) -> String
             printable(&service.name).into(),
             printable(&service.domains.join(",")).into(),
             printable(&service.path_prefix).into(),
-            printable(&service.visibility.join(",")).into(),
+            printable(&service.listeners.join(",")).into(),
             format!("{up}/{}", service.backends.len()),
             service.algorithm.clone(),
             service.source.clone(),
@@ -230,7 +233,9 @@ mod tests {
             name: name.into(),
             domains: domains.iter().map(|d| d.to_string()).collect(),
             path_prefix: "/".into(),
-            visibility: vec!["*".into()],
+            visibility: "public".into(),
+            listeners: vec!["main".into()],
+            max_body_size: None,
             algorithm: "round_robin".into(),
             hash_key: "client_ip".into(),
             sticky_cookie: None,
@@ -279,10 +284,10 @@ mod tests {
         let text = table(&services, true, now);
         let expected = "\
 SERVICE    DOMAINS                            PATH  LISTENERS  UP   ALGORITHM    SOURCE
-api        api.example.com,*.api.example.com  /     *          1/2  round_robin  file
+api        api.example.com,*.api.example.com  /     main       1/2  round_robin  file
   127.0.0.1:9001  healthy    weight 1  -                    probe ok 3.0s ago
   127.0.0.1:9002  starting   weight 1  -                    not probed yet
-shop.test  shop.test                          /     *          0/1  round_robin  docker  NO ROUTABLE BACKEND
+shop.test  shop.test                          /     main       0/1  round_robin  docker  NO ROUTABLE BACKEND
   172.17.0.2:80   unhealthy  weight 1  shop_1 3f2a9c1b7e0d  probe failed 3.0s ago: connection refused\\u{1b}[2J
 ";
         assert_eq!(text, expected, "\n{text}");

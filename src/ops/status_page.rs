@@ -581,6 +581,7 @@ mod tests {
     use super::*;
     use crate::config::ListenerConfig;
     use crate::health::probe::ProbeCache;
+    use crate::spec::hostname::DomainSet;
     use crate::spec::{BackendIdentity, BackendSpec, PolicyLayer, Snapshot, SourceKind};
     use crate::table::tests::service;
 
@@ -613,13 +614,8 @@ mod tests {
                 defaults: None,
             },
             &PolicyLayer::default(),
-            &[ListenerConfig {
-                name: "main".into(),
-                address: "127.0.0.1:0".parse().unwrap(),
-                h2c: false,
-                tls: None,
-                redirect_https: false,
-            }],
+            &[ListenerConfig::new("main", "127.0.0.1:0".parse().unwrap())],
+            &DomainSet::default(),
             &RouteTable::default(),
             &ProbeCache::default(),
         )
@@ -658,6 +654,7 @@ mod tests {
             },
             &PolicyLayer::default(),
             &[],
+            &DomainSet::default(),
             &RouteTable::default(),
             &ProbeCache::default(),
         );

@@ -216,6 +216,7 @@ mod tests {
     use super::*;
     use crate::config::ListenerConfig;
     use crate::health::probe::ProbeCache;
+    use crate::spec::hostname::DomainSet;
     use crate::spec::{PolicyLayer, Snapshot};
     use crate::table::tests::service;
 
@@ -244,13 +245,8 @@ mod tests {
                 defaults: None,
             },
             &PolicyLayer::default(),
-            &[ListenerConfig {
-                name: "main".into(),
-                address: "127.0.0.1:0".parse().unwrap(),
-                h2c: false,
-                tls: None,
-                redirect_https: false,
-            }],
+            &[ListenerConfig::new("main", "127.0.0.1:0".parse().unwrap())],
+            &DomainSet::default(),
             previous,
             &ProbeCache::default(),
         )

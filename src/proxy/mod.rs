@@ -1,5 +1,7 @@
-//! The Pingora `ProxyHttp` phases: route, pick a backend (sticky cookie, then the algorithm),
-//! retry another backend on connection failure, add forwarding headers, record metrics.
+//! The Pingora `ProxyHttp` phases: check the client (`allow`) and the request ([`hygiene`]),
+//! route, pick a backend (sticky cookie, then the algorithm), retry another backend on
+//! connection failure, add forwarding headers ([`forwarding`]), record metrics. In front of
+//! these phases, [`guard`] bounds every connection and request head.
 //!
 //! A listener's TLS shows here as plain facts about the listener: whether it terminates TLS
 //! (`X-Forwarded-Proto`, HSTS), whether it requires TLS 1.3, whether it only redirects to
@@ -9,6 +11,11 @@
 //!
 //! Everything here runs per request, so it reads the route table once, lock-free, and does
 //! no allocation, locking or logging that a benchmark would notice.
+//!
+//! Once a response has started (its status line is out), a failure can no longer become an
+//! error page: the connection is cut instead (HTTP/1: closed before the body's end; HTTP/2:
+//! the stream reset), so the client sees a truncated response, and the request is recorded
+//! with the status berth would have answered and `aborted=true` in the access log.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,9 +30,12 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub mod cookie;
+pub mod forwarding;
+pub mod guard;
+pub mod hygiene;
 mod route;
 
-use crate::config::TlsVersion;
+use crate::config::{CidrList, ListenerConfig, TlsVersion};
 use crate::metrics::Metrics;
 use crate::ops::access_log;
 use crate::ops::lifecycle::{InflightGuard, Lifecycle};
@@ -35,6 +45,7 @@ use crate::table::live::LiveTable;
 use crate::table::queue::Refused;
 use crate::tls::challenge::{Challenges, CHALLENGE_PATH};
 use cookie::find_cookie;
+use forwarding::{Forwarding, Scheme};
 use route::Route;
 
 /// Marks the error that turns a backend's answer (a status in `retry_on`) into a retry.
@@ -48,6 +59,9 @@ const H2C_STREAMS_PER_CONNECTION: usize = 100;
 pub struct Proxy {
     /// Index of the listener in the config, which is its index in every route table.
     listener: usize,
+    /// Who may use the listener; `None` is everyone.
+    allow: Option<CidrList>,
+    forwarding: Forwarding,
     live: Arc<LiveTable>,
     lifecycle: Arc<Lifecycle>,
     /// `None` when metrics are off: nothing is recorded per request.
@@ -65,14 +79,19 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// The proxy of `config.listeners[index]`, whose clients reach it over `scheme`.
     pub fn new(
-        listener: usize,
+        index: usize,
+        listener: &ListenerConfig,
+        scheme: Scheme,
         live: Arc<LiveTable>,
         lifecycle: Arc<Lifecycle>,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {
         Self {
-            listener,
+            listener: index,
+            allow: listener.allow.clone(),
+            forwarding: Forwarding::new(listener.trusted_proxies.clone(), scheme),
             live,
             lifecycle,
             metrics,
@@ -111,6 +130,10 @@ pub struct RequestCtx {
     started: Instant,
     _inflight: InflightGuard,
     route: Option<Route>,
+    /// Request body bytes read so far, against the service's `max_body_size`.
+    body_bytes: u64,
+    /// The body outgrew `max_body_size`: the 413 is the client's doing, not the backend's.
+    body_too_large: bool,
 }
 
 #[async_trait]
@@ -122,6 +145,8 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             _inflight: self.lifecycle.request_started(),
             route: None,
+            body_bytes: 0,
+            body_too_large: false,
         }
     }
 
@@ -129,7 +154,34 @@ impl ProxyHttp for Proxy {
     /// on every request.
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let downstream = session.as_downstream_mut();
+        guard::request_head_parsed(downstream);
+        // Pingora drops pipelined requests unless told to answer them, in order.
+        downstream.set_pipelining_enabled(true);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(allow) = &self.allow {
+            let peer = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            if !peer.is_some_and(|ip| allow.contains(ip)) {
+                let body = "berth: this listener does not serve your address\n";
+                return self.reply(session, 403, body.into()).await;
+            }
+        }
+        if let Err(refusal) = hygiene::check(session.req_header_mut()) {
+            return self
+                .reply(session, refusal.status, refusal.body.into())
+                .await;
+        }
         if let Some(challenges) = &self.challenges {
             let path = session.req_header().uri.path();
             if path.starts_with(CHALLENGE_PATH) {
@@ -148,12 +200,7 @@ impl ProxyHttp for Proxy {
             return self.reply(session, 403, body.into()).await;
         }
         let req = session.req_header();
-        let raw_host = req
-            .uri
-            .host()
-            .map(str::as_bytes)
-            .or_else(|| req.headers.get(header::HOST).map(|h| h.as_bytes()));
-        let Some(raw_host) = raw_host else {
+        let Some(raw_host) = hygiene::request_host(req) else {
             return self
                 .reply(
                     session,
@@ -195,6 +242,19 @@ impl ProxyHttp for Proxy {
 
         let mut route = Route::new(upstream);
         let upstream = Arc::clone(&route.upstream);
+        if let Some(max) = upstream.policy.max_body_size {
+            let declared = req
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|len| len > max) {
+                ctx.route = Some(route);
+                let body = format!("berth: the request body is larger than {max} bytes\n");
+                write_text(session, 413, body.into()).await?;
+                return Ok(true);
+            }
+        }
         let sticky = upstream.policy.sticky_cookie.as_deref().and_then(|name| {
             let value = find_cookie(req.headers.get_all(header::COOKIE), name)?;
             upstream.sticky_member(value, &[])
@@ -276,6 +336,32 @@ impl ProxyHttp for Proxy {
         Ok(Box::new(peer))
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let max = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.upstream.policy.max_body_size);
+        if let (Some(max), Some(chunk)) = (max, body.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > max {
+                // A chunked body has no length to check up front: it is cut off here, and the
+                // backend, which has its head, never gets a complete request.
+                ctx.body_too_large = true;
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    format!("the request body grew past max_body_size ({max} bytes)"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -314,7 +400,7 @@ impl ProxyHttp for Proxy {
             e.set_retry(true);
             return e;
         }
-        let Some(route) = ctx.route.as_mut() else {
+        let Some(route) = ctx.route.as_mut().filter(|_| !ctx.body_too_large) else {
             e.set_retry(false);
             return e;
         };
@@ -397,16 +483,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            let forwarded_for = forwarded_for(upstream_request, ip);
-            upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
-        }
-        let proto = if self.tls { "https" } else { "http" };
-        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
+        hygiene::to_origin_form(upstream_request);
         let req = session.req_header();
         let host = match req.headers.get(header::HOST) {
             Some(host) => Some(host.clone()),
@@ -422,10 +499,11 @@ impl ProxyHttp for Proxy {
                 None => None,
             },
         };
-        if let Some(host) = host {
-            upstream_request.insert_header("x-forwarded-host", host)?;
-        }
-        Ok(())
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        self.forwarding.apply(upstream_request, peer, host)
     }
 
     async fn response_filter(
@@ -453,7 +531,18 @@ impl ProxyHttp for Proxy {
         e: &Error,
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if session.response_written().is_some() {
+            // The client has the status line and part of the body: an error page now would
+            // become the rest of that body. Cut the connection (or reset the h2 stream).
+            session.as_downstream_mut().shutdown().await;
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let code = error_status(e);
+        // Nothing after this answer is read: say so, rather than `keep-alive` and a close.
+        session.set_keepalive(None);
         if code > 0 {
             let body = match code {
                 502 => "berth: the backend failed to answer\n",
@@ -488,9 +577,12 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let code = session
-            .response_written()
-            .map(|r| r.status.as_u16())
+        let written = session.response_written().map(|r| r.status.as_u16());
+        // A response that started and then failed on berth's side (not the client's) counts
+        // as the failure it is, under the status berth would have answered.
+        let aborted = written.and(e).map(error_status).filter(|&code| code != 0);
+        let code = aborted
+            .or(written)
             .unwrap_or_else(|| e.map_or(0, client_closed_or_status));
         if access_log::enabled() {
             let req = session.req_header();
@@ -502,6 +594,7 @@ impl ProxyHttp for Proxy {
                 host: req.headers.get(header::HOST).map(|h| h.as_bytes()),
                 uri: &req.uri,
                 status: code,
+                aborted: aborted.is_some(),
                 service: route.map(|r| r.upstream.spec.name.as_str()),
                 backend: backend.map(|a| a as &dyn std::fmt::Display),
                 duration: ctx.started.elapsed(),
@@ -518,7 +611,7 @@ impl ProxyHttp for Proxy {
             &session.req_header().method,
             ctx.started.elapsed(),
         );
-        if let Some(index) = route.member() {
+        if let Some(index) = route.member().filter(|_| !ctx.body_too_large) {
             // Without a backend response, the body the client got is berth's error page.
             let received = if route.upstream_responded {
                 session.body_bytes_sent()
@@ -569,7 +662,12 @@ fn negotiated_tls13(session: &Session) -> bool {
         .is_some_and(|tls| tls.version == "TLSv1_3")
 }
 
+/// Writes berth's own plain-text answer. A refusal of the request itself closes the
+/// connection (and says so): what the client sends next cannot be trusted to be a request.
 async fn write_text(session: &mut Session, code: u16, body: Bytes) -> Result<()> {
+    if matches!(code, 400 | 403 | 408 | 413 | 431 | 501) {
+        session.set_keepalive(None);
+    }
     let mut resp = ResponseHeader::build(code, Some(3))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
@@ -607,20 +705,6 @@ fn client_closed_or_status(e: &Error) -> u16 {
     }
 }
 
-/// The client address appended to any `X-Forwarded-For` the request already carries.
-fn forwarded_for(req: &RequestHeader, client: IpAddr) -> String {
-    let mut value = String::with_capacity(64);
-    for previous in req.headers.get_all("x-forwarded-for") {
-        if let Ok(previous) = previous.to_str() {
-            value.push_str(previous);
-            value.push_str(", ");
-        }
-    }
-    use std::fmt::Write;
-    let _ = write!(value, "{client}");
-    value
-}
-
 /// The bytes `consistent_hash` hashes for this request; `ip_buf` holds a client address so
 /// hashing never allocates.
 fn hash_input<'a>(session: &'a Session, key: &HashKey, ip_buf: &'a mut [u8; 16]) -> &'a [u8] {
@@ -655,20 +739,6 @@ fn hash_input<'a>(session: &'a Session, key: &HashKey, ip_buf: &'a mut [u8; 16])
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forwarded_for_appends_to_the_existing_chain() {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        assert_eq!(forwarded_for(&req, ip), "10.1.2.3");
-        req.append_header("X-Forwarded-For", "1.1.1.1").unwrap();
-        req.append_header("X-Forwarded-For", "2.2.2.2, 3.3.3.3")
-            .unwrap();
-        assert_eq!(
-            forwarded_for(&req, ip),
-            "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3"
-        );
-    }
 
     #[test]
     fn upstream_timeouts_are_504_and_other_upstream_errors_502() {

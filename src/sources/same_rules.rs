@@ -1,5 +1,7 @@
 //! The config file and container labels express the same policy knobs: fed the same settings,
-//! they must produce the same service, and fed the same bad value, the same problem.
+//! they must produce the same service, and fed the same bad value, the same problem. The
+//! tables below pin chosen values; the property test at the end feeds both sources generated
+//! values for every knob they write alike.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,8 +29,7 @@ fn base_file_service() -> Mapping {
 }
 
 /// Sets `key` (dotted for nesting; `backend.weight` is the first backend's) in the entry.
-fn set(service: &mut Mapping, key: &str, value: &str) {
-    let value: Value = serde_yaml_ng::from_str(value).unwrap();
+fn set(service: &mut Mapping, key: &str, value: Value) {
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().unwrap();
     let mut map = service;
@@ -47,11 +48,16 @@ fn set(service: &mut Mapping, key: &str, value: &str) {
     map.insert(last.into(), value);
 }
 
+/// The file service with `keys` set, each value read as YAML (`3`, `[a, b]`).
 fn file_service(keys: Settings) -> Result<ServiceSpec, String> {
     let mut service = base_file_service();
     for (key, value) in keys {
-        set(&mut service, key, value);
+        set(&mut service, key, serde_yaml_ng::from_str(value).unwrap());
     }
+    file_service_from(service)
+}
+
+fn file_service_from(service: Mapping) -> Result<ServiceSpec, String> {
     let mut doc = Mapping::new();
     doc.insert(
         "listeners".into(),
@@ -211,6 +217,11 @@ fn the_same_settings_make_the_same_service() {
             &[("backend_protocol", "h2c")],
             &[("backend.protocol", "h2c")],
         ),
+        (&[("visibility", "internal")], &[("visibility", "internal")]),
+        (&[("visibility", "public")], &[("visibility", "public")]),
+        (&[("max_body_size", "10MiB")], &[("max_body_size", "10MiB")]),
+        (&[("max_body_size", "1024")], &[("max_body_size", "1024")]),
+        (&[("max_body_size", "none")], &[("max_body_size", "none")]),
     ];
     for (file_keys, labels) in rows {
         let mut from_file = file_service(file_keys).unwrap();
@@ -267,10 +278,219 @@ fn the_same_bad_value_gets_the_same_problem() {
         ("tls.acme", "maybe", "tls.acme", "maybe"),
         ("tls.hsts", "max-age=forever", "tls.hsts", "max-age=forever"),
         ("backend_protocol", "grpc", "backend.protocol", "grpc"),
+        ("visibility", "private", "visibility", "private"),
+        ("max_body_size", "0", "max_body_size", "0"),
+        ("max_body_size", "10 MB", "max_body_size", "10 MB"),
+        ("max_body_size", "-1", "max_body_size", "-1"),
     ];
     for (file_key, file_value, label, label_value) in rows {
         let file_problem = file_service(&[(file_key, file_value)]).unwrap_err();
         let label_problem = label_service(&[(label, label_value)]).unwrap_err();
         assert_eq!(file_problem, label_problem, "{file_key}={file_value}");
+    }
+}
+
+/// Every knob the file and the labels write in the same syntax: `(file key, label key)`.
+const ALIKE: &[(&str, &str)] = &[
+    ("backend.weight", "lb.weight"),
+    ("algorithm", "lb.algorithm"),
+    ("hash_key", "lb.hash_key"),
+    ("retries", "lb.retries"),
+    ("sticky_cookie", "lb.sticky_cookie"),
+    ("retry_on", "lb.retry_on"),
+    ("retry_budget", "lb.retry_budget"),
+    ("slow_start", "lb.slow_start"),
+    ("max_connections", "lb.max_connections"),
+    ("queue_timeout", "lb.queue_timeout"),
+    ("max_queue", "lb.max_queue"),
+    ("passive_health.enabled", "lb.passive"),
+    (
+        "passive_health.consecutive_failures",
+        "lb.passive.consecutive_failures",
+    ),
+    (
+        "passive_health.failure_statuses",
+        "lb.passive.failure_statuses",
+    ),
+    ("passive_health.ejection", "lb.passive.ejection"),
+    ("passive_health.max_ejection", "lb.passive.max_ejection"),
+    (
+        "passive_health.max_ejected_percent",
+        "lb.passive.max_ejected_percent",
+    ),
+    ("health_check.healthy_threshold", "probe.healthy_threshold"),
+    (
+        "health_check.unhealthy_threshold",
+        "probe.unhealthy_threshold",
+    ),
+    ("visibility", "visibility"),
+    ("max_body_size", "max_body_size"),
+];
+
+/// Both sources accepted the value into the same service, or refused it with the same problem.
+fn same_verdict(
+    from_file: Result<ServiceSpec, String>,
+    from_labels: Result<ServiceSpec, String>,
+) -> Result<(), String> {
+    match (from_file, from_labels) {
+        (Ok(mut file), Ok(labels)) => {
+            file.source = SourceKind::Docker;
+            file.backends[0].identity = labels.backends[0].identity.clone();
+            (file == labels)
+                .then_some(())
+                .ok_or_else(|| format!("different services:\n{file:?}\n{labels:?}"))
+        }
+        (Err(file), Err(labels)) if file == labels => Ok(()),
+        (file, labels) => Err(format!(
+            "different verdicts: file {:?}, labels {:?}",
+            file.map(|_| "ok"),
+            labels.map(|_| "ok")
+        )),
+    }
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Values near what each knob accepts, and anything else.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "0",
+                "1",
+                "3",
+                "10",
+                "11",
+                "256",
+                "257",
+                "-1",
+                "+5",
+                " 4 ",
+                "none",
+                "true",
+                "off",
+                "maybe",
+                "internal",
+                "public",
+                "Internal",
+                "random",
+                "ewma",
+                "consistent_hash",
+                "header:X-User",
+                "header:a b",
+                "cookie:SID",
+                "client_ip",
+                "connect_failure, 503",
+                "timeout,700",
+                "20%",
+                "120%",
+                "35",
+                "500ms",
+                "2s",
+                "1m 30s",
+                "0s",
+                "soon",
+                "10MiB",
+                "10 MB",
+                "1k",
+                "64KiB",
+                "1g",
+                "99999999999999999999",
+                "502, 503",
+                "SRV",
+                "a;b",
+            ])
+            .prop_map(str::to_owned),
+            "[ -~]{0,16}",
+            "\\PC{0,8}",
+        ]
+    }
+
+    /// What a route label and a `domains` entry both read as one domain (no list separators,
+    /// path or scheme, which only the label grammar has).
+    fn domain() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9_-]{1,10}(\\.[a-zA-Z0-9_*-]{1,10}){0,3}\\.?",
+            "\\*\\.[a-z0-9]{1,8}\\.[a-z]{2,4}",
+            "[ -+\\--.0-~]{1,20}",
+        ]
+        .prop_filter("a domain", |d| {
+            !d.trim().is_empty() && !d.contains(['/', ',', ';']) && !d.contains("://")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn the_same_value_gets_the_same_verdict_from_both_sources(
+            knob in 0..ALIKE.len(),
+            value in value(),
+        ) {
+            let (file_key, label_key) = ALIKE[knob];
+            // The file turns stickiness off with an empty cookie name, the labels with
+            // lb.sticky=false: the one knob whose empty value means different things.
+            prop_assume!(!(file_key == "sticky_cookie" && value.trim().is_empty()));
+            let mut service = base_file_service();
+            set(&mut service, file_key, Value::String(value.clone()));
+            let verdict = same_verdict(
+                file_service_from(service),
+                label_service(&[(label_key, &value)]),
+            );
+            prop_assert!(verdict.is_ok(), "{file_key} / {label_key} = {value:?}: {verdict:?}");
+        }
+
+        #[test]
+        fn the_same_domain_gets_the_same_verdict_from_both_sources(domain in domain()) {
+            let mut service = base_file_service();
+            set(
+                &mut service,
+                "domains",
+                Value::Sequence(vec![Value::String(domain.clone())]),
+            );
+            let verdict = same_verdict(
+                file_service_from(service),
+                label_service(&[("routing.port_80", &domain)]),
+            );
+            prop_assert!(verdict.is_ok(), "{domain:?}: {verdict:?}");
+        }
+
+        /// Whatever the labels say, parsing them never panics, and one bad label costs only its
+        /// own container.
+        #[test]
+        fn any_labels_parse_without_panicking(
+            labels in prop::collection::btree_map(
+                prop_oneof![
+                    prop::sample::select(vec![
+                        "berth.routing.port_80", "aliyun.routing.port_8080", "berth.probe.url",
+                        "aliyun.probe.timeout_seconds", "berth.lb.weight", "berth.lb.sticky",
+                        "berth.lb.sticky_cookie", "berth.network", "berth.enable",
+                        "berth.visibility", "aliyun.visibility", "berth.max_body_size",
+                        "berth.lb.passive.ejection", "aliyun.logs.app",
+                    ])
+                    .prop_map(str::to_owned),
+                    "(berth|aliyun|other)\\.[a-z_.0-9]{0,20}",
+                ],
+                prop_oneof![value(), domain(), "\\PC{0,40}"],
+                0..6,
+            ),
+        ) {
+            let mut good = container(&[]);
+            good.id = "good".into();
+            let mut other = container(&[]);
+            other.labels = labels;
+            let prefixes = ["berth".to_string(), "aliyun".to_string()];
+            let _ = parse_instance(&other, &prefixes, None);
+            let (snapshot, _) =
+                build_snapshot(&[&good, &other], &prefixes, None, SourceKind::Docker);
+            let good_routed = snapshot
+                .services
+                .iter()
+                .flat_map(|s| &s.backends)
+                .any(|b| b.identity.id.as_deref() == Some("good"));
+            prop_assert!(good_routed, "the good container lost its route");
+        }
     }
 }

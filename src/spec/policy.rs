@@ -249,6 +249,27 @@ impl BackendProtocol {
     }
 }
 
+/// Which listeners may serve a service: an `edge` listener (the one facing the Internet) serves
+/// only public services; an `internal` listener serves every service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Visibility {
+    /// Served on every listener, unless its domain is one of `internal_domains`.
+    #[default]
+    Public,
+    /// Never served on an edge listener, whatever its domain: there it answers as an unknown
+    /// host does, so its existence does not leak.
+    Internal,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Internal => "internal",
+        }
+    }
+}
+
 /// How a service meets TLS listeners.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct TlsPolicy {
@@ -285,6 +306,10 @@ pub struct Policy {
     pub queue: QueueSpec,
     pub tls: TlsPolicy,
     pub backend_protocol: BackendProtocol,
+    pub visibility: Visibility,
+    /// Largest request body in bytes; larger ones are answered 413 and never reach a backend
+    /// whole. `None` is unlimited (berth streams bodies, it does not buffer them).
+    pub max_body_size: Option<u64>,
 }
 
 impl Default for Policy {
@@ -344,6 +369,11 @@ macro_rules! with_policy_knobs {
             pub tls: $crate::spec::policy::TlsLayer,
             #[serde(default, deserialize_with = "crate::spec::policy::de::backend_protocol")]
             pub backend_protocol: Option<$crate::spec::policy::BackendProtocol>,
+            #[serde(default, deserialize_with = "crate::spec::policy::de::visibility")]
+            pub visibility: Option<$crate::spec::policy::Visibility>,
+            /// A size (`1048576`, `10MiB`); `none` lifts a limit set below.
+            #[serde(default, deserialize_with = "crate::spec::policy::de::max_body_size")]
+            pub max_body_size: Option<Option<u64>>,
         }
 
         impl $name {
@@ -367,6 +397,8 @@ macro_rules! with_policy_knobs {
                     idle_timeout: self.idle_timeout,
                     tls: self.tls.clone(),
                     backend_protocol: self.backend_protocol,
+                    visibility: self.visibility,
+                    max_body_size: self.max_body_size,
                 }
             }
         }
@@ -406,6 +438,8 @@ impl PolicyLayer {
             idle_timeout: self.idle_timeout.or(below.idle_timeout),
             tls: self.tls.over(&below.tls),
             backend_protocol: self.backend_protocol.or(below.backend_protocol),
+            visibility: self.visibility.or(below.visibility),
+            max_body_size: self.max_body_size.or(below.max_body_size),
         }
     }
 
@@ -436,6 +470,8 @@ impl PolicyLayer {
             },
             tls: self.tls.resolve(),
             backend_protocol: self.backend_protocol.unwrap_or_default(),
+            visibility: self.visibility.unwrap_or_default(),
+            max_body_size: self.max_body_size.flatten(),
         }
     }
 
@@ -909,6 +945,17 @@ pub fn parse_backend_protocol(text: &str) -> Result<BackendProtocol, String> {
     }
 }
 
+/// `public` or `internal`.
+pub fn parse_visibility(text: &str) -> Result<Visibility, String> {
+    match text.trim() {
+        "public" => Ok(Visibility::Public),
+        "internal" => Ok(Visibility::Internal),
+        other => Err(format!(
+            "unknown visibility {other:?}, expected public or internal"
+        )),
+    }
+}
+
 /// A `Strict-Transport-Security` value: `max-age=<seconds>`, optionally with
 /// `includeSubDomains` and `preload`, separated by `;` (RFC 6797). Returned in canonical
 /// form; the empty string (no header) is accepted.
@@ -948,6 +995,42 @@ pub fn parse_hsts(text: &str) -> Result<String, String> {
             }
             Ok(value)
         }
+    }
+}
+
+/// A size in bytes: a whole number of bytes, or one with a binary unit, `32KiB` (also `32k`),
+/// `10MiB` (`10m`), `1GiB` (`1g`), as nginx reads `k` and `m`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let scale: u64 = match unit.trim() {
+        "" => 1,
+        "k" | "K" | "KiB" => 1 << 10,
+        "m" | "M" | "MiB" => 1 << 20,
+        "g" | "G" | "GiB" => 1 << 30,
+        _ => 0,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|_| scale > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| {
+            format!("{text:?} is not a size; write bytes (e.g. 1048576) or 32KiB, 10MiB, 1GiB")
+        })
+}
+
+/// The largest request body a service accepts: a size of at least one byte, or `none`.
+pub fn parse_max_body_size(text: &str) -> Result<Option<u64>, String> {
+    if text.trim() == "none" {
+        return Ok(None);
+    }
+    match parse_size(text)? {
+        0 => Err("max_body_size must be at least 1 byte (none lifts the limit)".into()),
+        n => Ok(Some(n)),
     }
 }
 
@@ -1096,6 +1179,14 @@ pub mod de {
         with(d, parse_max_queue)
     }
 
+    pub fn visibility<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Visibility>, D::Error> {
+        with(d, parse_visibility)
+    }
+
+    pub fn max_body_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+        with(d, parse_max_body_size)
+    }
+
     pub fn statuses<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u16>>, D::Error> {
         parse_statuses(&list(d)?)
             .map(Some)
@@ -1235,5 +1326,16 @@ mod tests {
         assert!(parse_backend_protocol("grpc").is_err());
         assert_eq!(default_service_name("a.com", "/"), "a.com");
         assert_eq!(default_service_name("a.com", "/api"), "a.com/api");
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("32KiB"), Ok(32 << 10));
+        assert_eq!(parse_size(" 10m "), Ok(10 << 20));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        for bad in ["", "KiB", "10 MB", "-1", "1.5m", "99999999999999999999g"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_max_body_size("none"), Ok(None));
+        assert!(parse_max_body_size("0").is_err());
+        assert_eq!(parse_visibility("internal"), Ok(Visibility::Internal));
+        assert!(parse_visibility("private").is_err());
     }
 }

@@ -17,9 +17,10 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::config::ListenerConfig;
+use crate::config::{ListenerConfig, ListenerRole};
 use crate::health::probe::ProbeCache;
-use crate::spec::policy::Policy;
+use crate::spec::hostname::DomainSet;
+use crate::spec::policy::{Policy, Visibility};
 use crate::spec::{PolicyLayer, Snapshot};
 use upstream::Upstream;
 
@@ -90,13 +91,16 @@ impl HostRouter {
 }
 
 /// Whether `listener` serves the service: one it names (or any, when it names none), except
-/// that a TLS listener serves only services with `tls` on and a redirecting listener none.
+/// that a TLS listener serves only services with `tls` on, a redirecting listener none, and an
+/// edge listener no internal service. (An edge listener also skips each domain in
+/// `internal_domains`, which [`RouteTable::compile`] checks per domain.)
 pub fn serves(listener: &ListenerConfig, spec: &crate::spec::ServiceSpec, policy: &Policy) -> bool {
     let named = spec
         .listeners
         .as_ref()
         .is_none_or(|names| names.contains(&listener.name));
-    named && !listener.redirect_https && (listener.tls.is_none() || policy.tls.serve)
+    let hidden = listener.role == ListenerRole::Edge && policy.visibility == Visibility::Internal;
+    named && !hidden && !listener.redirect_https && (listener.tls.is_none() || policy.tls.serve)
 }
 
 /// Everything the data path needs to route a request, for every listener.
@@ -105,16 +109,23 @@ pub struct RouteTable {
     upstreams: Vec<Arc<Upstream>>,
     by_name: FxHashMap<String, u32>,
     listeners: Vec<HostRouter>,
+    /// Aligned with `upstreams`: the indexes of the listeners that route at least one of the
+    /// upstream's domains, for operators asking where a service is reachable.
+    served_on: Vec<Box<[usize]>>,
 }
 
 impl RouteTable {
     /// Compiles `snapshot` for `listeners`, laying each service's policy over `defaults`.
     /// Upstreams of `previous` whose spec and policy are unchanged are reused as they are;
     /// changed ones are rebuilt keeping their backends' state.
+    ///
+    /// An edge listener gets no route for an internal service (`visibility: internal`) nor
+    /// for a domain in `internal_domains`: a request for one finds what an unknown host finds.
     pub fn compile(
         snapshot: &Snapshot,
         defaults: &PolicyLayer,
         listeners: &[ListenerConfig],
+        internal_domains: &DomainSet,
         previous: &RouteTable,
         probes: &ProbeCache,
     ) -> RouteTable {
@@ -122,6 +133,7 @@ impl RouteTable {
             upstreams: Vec::with_capacity(snapshot.services.len()),
             by_name: FxHashMap::default(),
             listeners: listeners.iter().map(|_| HostRouter::default()).collect(),
+            served_on: Vec::with_capacity(snapshot.services.len()),
         };
         for spec in &snapshot.services {
             let policy = spec.policy.over(defaults).resolve();
@@ -136,15 +148,24 @@ impl RouteTable {
                 )),
             };
             let index = table.upstreams.len() as u32;
-            for (listener, router) in listeners.iter().zip(&mut table.listeners) {
-                if serves(listener, spec, &upstream.policy) {
-                    for domain in &spec.domains {
+            let mut served_on = Vec::new();
+            for (at, (listener, router)) in listeners.iter().zip(&mut table.listeners).enumerate() {
+                if !serves(listener, spec, &upstream.policy) {
+                    continue;
+                }
+                let edge = listener.role == ListenerRole::Edge;
+                for domain in &spec.domains {
+                    if !(edge && internal_domains.covers(domain)) {
                         router.insert(domain, &spec.path_prefix, index);
+                        if served_on.last() != Some(&at) {
+                            served_on.push(at);
+                        }
                     }
                 }
             }
             table.by_name.insert(spec.name.clone(), index);
             table.upstreams.push(upstream);
+            table.served_on.push(served_on.into());
         }
         table
     }
@@ -163,6 +184,11 @@ impl RouteTable {
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
+    }
+
+    /// The indexes of the listeners that route the `i`th upstream of [`Self::upstreams`].
+    pub fn served_on(&self, i: usize) -> &[usize] {
+        &self.served_on[i]
     }
 }
 
@@ -191,13 +217,7 @@ pub(crate) mod tests {
     }
 
     fn listener(name: &str) -> ListenerConfig {
-        ListenerConfig {
-            name: name.into(),
-            address: "127.0.0.1:0".parse().unwrap(),
-            h2c: false,
-            tls: None,
-            redirect_https: false,
-        }
+        ListenerConfig::new(name, "127.0.0.1:0".parse().unwrap())
     }
 
     fn compile(services: Vec<ServiceSpec>) -> RouteTable {
@@ -205,6 +225,7 @@ pub(crate) mod tests {
             &snapshot(services),
             &PolicyLayer::default(),
             &[listener("main")],
+            &DomainSet::default(),
             &RouteTable::default(),
             &ProbeCache::default(),
         )
@@ -278,11 +299,52 @@ pub(crate) mod tests {
             &snapshot(vec![internal]),
             &PolicyLayer::default(),
             &[listener("public"), listener("private")],
+            &DomainSet::default(),
             &RouteTable::default(),
             &ProbeCache::default(),
         );
         assert!(t.route(0, "a.com", b"/").is_none());
         assert!(t.route(1, "a.com", b"/").is_some());
+        assert_eq!(t.served_on(0), [1]);
+    }
+
+    #[test]
+    fn edge_listeners_route_public_domains_only() {
+        let mut edge = listener("edge");
+        edge.role = ListenerRole::Edge;
+        let mut private = service("private", &["private.test"], "/");
+        private.policy.visibility = Some(Visibility::Internal);
+        let services = vec![
+            service("mixed", &["www.test", "mixed.local"], "/"),
+            private,
+            service("wild", &["*.local"], "/"),
+            service("public", &["*.test"], "/"),
+        ];
+        let t = RouteTable::compile(
+            &snapshot(services),
+            &PolicyLayer::default(),
+            &[edge, listener("lan")],
+            &DomainSet::default(),
+            &RouteTable::default(),
+            &ProbeCache::default(),
+        );
+        let on = |listener: usize, host: &str| {
+            t.route(listener, host, b"/").map(|u| u.spec.name.as_str())
+        };
+        assert_eq!(on(0, "www.test"), Some("mixed"));
+        assert_eq!(on(0, "mixed.local"), None);
+        assert_eq!(on(0, "x.local"), None);
+        assert_eq!(
+            on(0, "private.test"),
+            Some("public"),
+            "a hidden service's host falls through like an unknown one"
+        );
+        assert_eq!(on(1, "mixed.local"), Some("mixed"));
+        assert_eq!(on(1, "private.test"), Some("private"));
+        assert_eq!(on(1, "x.local"), Some("wild"));
+        assert_eq!(t.served_on(1), [1]);
+        assert_eq!(t.served_on(2), [1]);
+        assert_eq!(t.served_on(0), [0, 1]);
     }
 
     #[test]
@@ -303,6 +365,7 @@ pub(crate) mod tests {
             &snapshot(vec![secure, plain]),
             &PolicyLayer::default(),
             &[tls, redirect, listener("main")],
+            &DomainSet::default(),
             &RouteTable::default(),
             &ProbeCache::default(),
         );
@@ -322,6 +385,7 @@ pub(crate) mod tests {
             &snapshot(vec![a.clone(), b.clone()]),
             &PolicyLayer::default(),
             &listeners,
+            &DomainSet::default(),
             &RouteTable::default(),
             &ProbeCache::default(),
         );
@@ -332,6 +396,7 @@ pub(crate) mod tests {
             &snapshot(vec![a, b2]),
             &PolicyLayer::default(),
             &listeners,
+            &DomainSet::default(),
             &first,
             &ProbeCache::default(),
         );

@@ -25,6 +25,8 @@ pub enum Script {
     Slow { delay: Duration, body: Vec<u8> },
     /// These exact bytes, then close if `close`.
     Raw { bytes: Vec<u8>, close: bool },
+    /// `101 Switching Protocols`, then every byte that follows is sent back (a tunnel).
+    Upgrade,
 }
 
 impl Script {
@@ -139,6 +141,9 @@ fn serve(
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
+            if matches!(script, Script::Upgrade) {
+                return echo(stream, pending, &record);
+            }
         }
         if stop.load(Ordering::Relaxed) {
             return;
@@ -208,6 +213,36 @@ fn answer(stream: &mut TcpStream, script: &Script) -> bool {
             let _ = stream.write_all(bytes);
             let _ = stream.flush();
             !close
+        }
+        Script::Upgrade => {
+            let _ = stream.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            );
+            true
+        }
+    }
+}
+
+/// The tunnel after a 101: sends back what already followed the request, then everything
+/// that comes, until the peer closes.
+fn echo(mut stream: TcpStream, already: Vec<u8>, record: &Mutex<Recorded>) {
+    let _ = stream.write_all(&already);
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => {
+                record.lock().unwrap().bytes.extend_from_slice(&chunk[..n]);
+                if stream.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
         }
     }
 }

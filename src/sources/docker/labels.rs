@@ -75,7 +75,16 @@ pub struct InstanceRoutes {
 /// own keys (`aliyun.logs.*`, `aliyun.depends`, ...): only these namespaces are validated there,
 /// so berth can replace acsrouting without rejecting containers labelled for other tools.
 const OWN_NAMESPACES: &[&str] = &[
-    "routing", "probe", "lb", "network", "enable", "scale", "tls", "backend",
+    "routing",
+    "probe",
+    "lb",
+    "network",
+    "enable",
+    "scale",
+    "tls",
+    "backend",
+    "visibility",
+    "max_body_size",
 ];
 
 /// A label value with the full label name it came from.
@@ -151,6 +160,10 @@ impl<'a> Settings<'a> {
         match key {
             "enable" | "scale" => {}
             "network" => self.network = Some(label.value.trim()),
+            "visibility" => self.policy.visibility = Some(label.parse(policy::parse_visibility)?),
+            "max_body_size" => {
+                self.policy.max_body_size = Some(label.parse(policy::parse_max_body_size)?)
+            }
             "probe.url" => parse_probe_url(label, &mut self.probe)?,
             "probe.initial_delay_seconds" => {
                 self.probe.initial_delay = Some(label.parse(policy::parse_seconds)?)
