@@ -147,13 +147,16 @@ fn check(path: &std::path::Path) -> Result<(), String> {
     let services = &snapshot.services;
     let certificates: usize = certificates.iter().map(|c| c.len()).sum();
     let backends: usize = services.iter().map(|s| s.backends.len()).sum();
+    let certificates = match certificates {
+        0 => String::new(),
+        n => format!(", {n} certificates"),
+    };
     println!(
-        "{}: ok ({} listeners, {} services, {} backends, {} certificates{})",
+        "{}: ok ({} listeners, {} services, {} backends{certificates}{})",
         path.display(),
         config.listeners.len(),
         services.len(),
         backends,
-        certificates,
         match (config.docker.enabled, config.swarm.enabled) {
             (true, true) => ", docker and swarm discovery on",
             (true, false) => ", docker discovery on",

@@ -227,3 +227,37 @@ async fn the_retry_budget_holds_backend_load_when_every_backend_fails() {
         "without a budget every failure is retried on both other backends: {requests} / {load}"
     );
 }
+
+/// A backend whose port refuses connections (its process died, its container is stopping and
+/// berth has not heard yet) is retried around without spending the retry budget: with the
+/// budget at its floor (3 retries a second) the hundreds of requests sent its way still all
+/// succeed, while the probe that would take it out is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_refuses_connections_costs_no_request_whatever_the_budget() {
+    let alive = Whoami::start("alive");
+    let dead = free_addr();
+    let yaml = format!(
+        "{LISTENERS}services:\n{}",
+        service("app", "    retry_budget: 1%\n", &[alive.addr, dead])
+    )
+    .replace(
+        "health_check: { interval: 200ms, timeout: 500ms }",
+        "health_check: { type: none }",
+    );
+    let berth = Berth::start(&yaml);
+    let traffic = Traffic::start(&berth.url("/"), "app.test", Method::GET, 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = traffic.finish().await;
+    let metrics = berth.metrics();
+    let retries = metrics
+        .lines()
+        .find(|l| l.starts_with("berth_service_retries_total{service=\"app\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    eprintln!("a refusing backend under load: {counts:?}, {retries} retries");
+    assert_eq!(counts.failed(), 0, "{counts:?}");
+    assert!(
+        retries > 60,
+        "more retries than the budget's floor allows in 10 s ({retries})"
+    );
+}

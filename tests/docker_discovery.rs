@@ -173,6 +173,14 @@ async fn docker_stop_under_load_fails_no_request() {
          container {:?} after `docker stop` began (the command took {stopped:?})",
         last.saturating_duration_since(stopping)
     );
+    if failed > 0 {
+        // What berth counted for this service: which backend failed, and how it was retried.
+        let metrics = berth.metrics();
+        let ours = metrics
+            .lines()
+            .filter(|l| l.contains(&host) && !l.contains("_bucket"));
+        eprintln!("{}", ours.collect::<Vec<_>>().join("\n"));
+    }
     assert_eq!(failed, 0);
     assert!(ok > 50, "the loop ran ({ok} requests)");
     assert!(ok > ok_at_stop, "the survivor keeps serving after the stop");

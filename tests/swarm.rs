@@ -450,9 +450,18 @@ async fn the_stack_file_deploys_the_acsrouting_example() {
             "CONTAINERID names the container that answered: {cookie} / {body}"
         );
     }
-    let admin = std::net::SocketAddr::new(swarm.node_ip(1), 9900);
-    let (_, routes) = admin_get(admin, "/api/routes").expect("berth's admin is published");
-    let routes: serde_json::Value = serde_json::from_str(&routes).unwrap();
+    // The shipped config opens the route table to the berth container only: ask from inside.
+    let berth = swarm.docker_ok(
+        1,
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            "label=com.docker.swarm.service.name=demo_berth",
+        ],
+    );
+    let routes = swarm.docker(1, &["exec", &berth, "berth", "routes", "--json"]);
+    let routes: serde_json::Value = serde_json::from_slice(&routes.stdout).unwrap();
     let restserver = &routes[0];
     assert_eq!(restserver["name"], "restserver.local", "{routes:#}");
     assert_eq!(restserver["backends"].as_array().unwrap().len(), 2);

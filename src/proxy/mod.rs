@@ -46,7 +46,7 @@ use crate::table::queue::Refused;
 use crate::tls::challenge::{Challenges, CHALLENGE_PATH};
 use cookie::find_cookie;
 use forwarding::{Forwarding, Scheme};
-use route::Route;
+use route::{Failure, Route};
 
 /// Marks the error that turns a backend's answer (a status in `retry_on`) into a retry.
 const RETRY_STATUS: &str = "retryable status";
@@ -375,7 +375,12 @@ impl ProxyHttp for Proxy {
             }
             route.observe_failure("connect error");
             // The request never reached the backend: any method may go elsewhere.
-            let retry = route.upstream.policy.retry_on.connect_failure && route.fail_current();
+            let failure = match e.etype() {
+                ErrorType::ConnectRefused => Failure::Refused,
+                _ => Failure::Other,
+            };
+            let retry =
+                route.upstream.policy.retry_on.connect_failure && route.fail_current(failure);
             e.set_retry(retry);
         }
         e
@@ -428,7 +433,7 @@ impl ProxyHttp for Proxy {
         }
         e.retry.decide_reuse(client_reused);
         if !e.retry() {
-            e.set_retry(route.fail_current());
+            e.set_retry(route.fail_current(Failure::Other));
         }
         e
     }
@@ -466,7 +471,7 @@ impl ProxyHttp for Proxy {
         let retry = policy.retry_on.statuses.contains(&code)
             && session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
-            && route.fail_current();
+            && route.fail_current(Failure::Other);
         if retry {
             route.upstream_responded = false;
             return Error::e_explain(

@@ -52,16 +52,17 @@ impl Route {
     }
 
     /// The current backend failed this request before answering: remember it, and say
-    /// whether another backend takes the request (within `retries` and the retry budget, and
-    /// one is routable). A request that is not retried stays on its backend for the log.
-    pub fn fail_current(&mut self) -> bool {
+    /// whether another backend takes the request (within `retries`, and the retry budget
+    /// unless the failure is [`Failure::Refused`], and one is routable). A request that is not
+    /// retried stays on its backend for the log.
+    pub fn fail_current(&mut self, failure: Failure) -> bool {
         let Some(failed) = self.member else {
             return false;
         };
         self.tried.push(failed);
         let retry = self.tried.len() <= self.upstream.policy.retries as usize
             && self.upstream.has_routable_besides(&self.tried)
-            && self.upstream.try_retry();
+            && (failure == Failure::Refused || self.upstream.try_retry());
         if retry {
             self.upstream.series.retries.inc();
             self.release();
@@ -75,6 +76,20 @@ impl Route {
             self.upstream.observe_failure(index, why);
         }
     }
+}
+
+/// How a backend failed a request, for the retry budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The backend's host refused the connection: nothing listens there (a process that just
+    /// died, a container stopping before berth hears of it). The request reached nothing and
+    /// cost nothing, so retrying it elsewhere cannot add to an overload: it spends no budget.
+    /// Without this, a backend that dies under load would turn the budget's cap into 502s
+    /// for every request sent its way until the probe or Docker's event takes it out.
+    Refused,
+    /// Anything else (connect timeout, reset, timeout, a status in `retry_on`): the retry may
+    /// add work to a struggling service, so it spends the budget.
+    Other,
 }
 
 impl Drop for Route {

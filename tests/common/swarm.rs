@@ -30,6 +30,8 @@ listeners:
     address: "0.0.0.0:80"
 admin:
   address: "0.0.0.0:9900"
+  # The tests read the route table from the host, outside the cluster's networks.
+  allow: ["0.0.0.0/0", "::/0"]
 defaults:
   health_check: { interval: 250ms, timeout: 1s }
 discovery:
