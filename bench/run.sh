@@ -48,7 +48,8 @@ Options:
                     time. SPEC is a comma-separated list of: bin=PATH (another berth binary,
                     e.g. built with a different profile or allocator), pool=N
                     (upstream_keepalive_pool_size instead of $POOL), access_log=true (to the
-                    variant's log file), metrics=false.
+                    variant's log file), metrics=false, algorithm=NAME (least_conn, p2c,
+                    ewma, random, ...: the bench service's algorithm instead of round_robin).
   -h, --help        this text
 
 Environment: BENCH_PORT_BASE (default 18000; ports BASE+81..BASE+301 on 127.0.0.1),
@@ -118,7 +119,7 @@ H2_STREAMS=10
 
 # berth variants (--variant NAME:SPEC): target berth-NAME, its own ports, binary and settings.
 VARIANTS=()
-declare -A BIN_OF=() POOL_OF=() ACCESS_LOG_OF=() METRICS_OF=() SPEC_OF=()
+declare -A BIN_OF=() POOL_OF=() ACCESS_LOG_OF=() METRICS_OF=() ALGORITHM_OF=() SPEC_OF=()
 for spec in "${VARIANT_SPECS[@]}"; do
     name=${spec%%:*}
     [[ "$spec" == *:* && "$name" =~ ^[a-z0-9][a-z0-9_]*$ && "$name" != nometrics ]] ||
@@ -136,6 +137,7 @@ for spec in "${VARIANT_SPECS[@]}"; do
             pool=[0-9]*) POOL_OF[$t]=${kv#pool=} ;;
             access_log=true | access_log=false) ACCESS_LOG_OF[$t]=${kv#access_log=} ;;
             metrics=true | metrics=false) METRICS_OF[$t]=${kv#metrics=} ;;
+            algorithm=[a-z]*) ALGORITHM_OF[$t]=${kv#algorithm=} ;;
             *) echo "run.sh: --variant $name: unknown setting $kv (see --help)" >&2; exit 2 ;;
         esac
     done
@@ -178,12 +180,13 @@ export PATH="$PATH:/usr/sbin:/sbin"
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU)"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-# A smoke run checks the harness, not the numbers: it builds with the `smoke` profile (the
-# release profile without LTO), minutes faster on CI's two cores. Measurements use `release`.
-CARGO_PROFILE=release
-[ "$SMOKE" = 1 ] && CARGO_PROFILE=smoke
-BERTH=${BERTH_BIN:-$ROOT/target/$CARGO_PROFILE/berth}
-FLOOR=${FLOOR_BIN:-$ROOT/target/$CARGO_PROFILE/examples/pingora_floor}
+# A smoke run checks the harness, not the numbers: it uses the dev profile, whose berth and
+# floor example `cargo test` has already built on CI (an optimised build would take CI's two
+# cores many minutes). Measurements use `release`.
+CARGO_PROFILE=release OUT_DIR=release
+[ "$SMOKE" = 1 ] && CARGO_PROFILE=dev OUT_DIR=debug
+BERTH=${BERTH_BIN:-$ROOT/target/$OUT_DIR/berth}
+FLOOR=${FLOOR_BIN:-$ROOT/target/$OUT_DIR/examples/pingora_floor}
 if [ "$BUILD" = 1 ] && [ -z "${BERTH_BIN:-}" ]; then
     log "cargo build --profile $CARGO_PROFILE"
     (cd "$ROOT" && cargo build --profile "$CARGO_PROFILE" --quiet)
@@ -355,19 +358,23 @@ start_proxy() {
     local target=$1 sticky=$2 proto=$3 cfg tls=0
     [[ "$proto" == *tls ]] && tls=1
     case "$target" in
-        direct) return ;;
+        direct) return 0 ;;
         berth*)
             cfg="$TMP/$target.yaml"
             local metrics=${METRICS_OF[$target]:-true} sticky_line=""
             local access_log=${ACCESS_LOG_OF[$target]:-false}
             [ "$target" = berth-nometrics ] && metrics=false
             [ "$sticky" = 1 ] && sticky_line="sticky_cookie: SRV"
-            local tls_line=""
-            [ "$tls" = 1 ] && tls_line="    tls: {certificates: [{cert: $TMP/tls.crt, key: $TMP/tls.key}], default_certificate: $HOST}"
+            # The service's `tls: true` only where TLS is measured: the plain scenarios keep the
+            # config an older berth (a `bin=` variant) reads.
+            local tls_line="" service_tls=""
+            [ "$tls" = 1 ] && tls_line="    tls: {certificates: [{cert: $TMP/tls.crt, key: $TMP/tls.key}], default_certificate: $HOST}" &&
+                service_tls="tls: true"
             render "$HERE/berth.yaml.tmpl" "$cfg" PORT="${PORT[$target]}" \
                 ADMIN="${ADMIN[$target]}" METRICS="$metrics" POOL="${POOL_OF[$target]:-$POOL}" \
                 ACCESS_LOG="$access_log" STICKY="$sticky_line" B1=$B1 B2=$B2 \
-                H2C="$([ "$proto" = h2c ] && echo true || echo false)" TLS="$tls_line"
+                H2C="$([ "$proto" = h2c ] && echo true || echo false)" TLS="$tls_line" \
+                SERVICE_TLS="$service_tls" ALGORITHM="${ALGORITHM_OF[$target]:-round_robin}"
             RUST_LOG=${BERTH_LOG:-warn} start $PROXY_CPU "$target" "${BIN_OF[$target]:-$BERTH}" \
                 serve --config "$cfg"
             ;;

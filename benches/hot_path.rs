@@ -290,7 +290,7 @@ fn bench_metrics(c: &mut Criterion) {
         now.checked_sub(Duration::from_secs(60)).unwrap_or(now),
         false,
     );
-    let page = StatusPage::new(std::time::SystemTime::now());
+    let page = StatusPage::new(std::time::SystemTime::now(), vec!["main".into()]);
     let bytes = page.render(&table, Some(&traffic)).len();
     println!("status page, 1,000 services / 3,000 backends: {bytes} bytes");
     let mut group = c.benchmark_group("status_page_1000_services_3000_backends");

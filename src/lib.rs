@@ -29,7 +29,7 @@
 //!   │              │       ▲       │        │        ▲
 //!   ├─► control ───┼───────┼───────┘        │        │
 //!   │     └─► sources ─────┴────────────────┼────────┤
-//!   └─► config ─────────────────────────────┴────────┘      metrics ─► spec (used by all above)
+//!   └─► config ─────────────────────────────┴────────┘      metrics (a leaf, used by all above)
 //! ```
 //!
 //! `spec` (the source-neutral language) is the leaf; `health` holds per-backend state and the

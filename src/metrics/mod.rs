@@ -17,6 +17,7 @@
 //! families (reloads, discovery, unrouted requests, `process_*`) are few and rarely written;
 //! they stay in a `prometheus` registry ([`Metrics`]), whose text is appended.
 
+pub mod label;
 pub mod series;
 pub mod text;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use super::text::label_pair;
+use super::label::label_pair;
 
 /// A monotonically increasing count.
 #[derive(Default)]

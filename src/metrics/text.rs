@@ -4,23 +4,6 @@ use std::io::Write;
 
 use super::series::{Histogram, MAX_BUCKETS};
 
-/// `name="value"` with the value escaped as the format requires (`\`, `"` and newlines).
-pub fn label_pair(name: &str, value: &str) -> String {
-    let mut out = String::with_capacity(name.len() + value.len() + 3);
-    out.push_str(name);
-    out.push_str("=\"");
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// An exposition being written.
 pub struct Exposition {
     buf: Vec<u8>,
@@ -132,12 +115,6 @@ mod tests {
 
     use super::*;
     use crate::metrics::series::CHECK_DURATION;
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label_pair("n", r#"a"b\c"#), r#"n="a\"b\\c""#);
-        assert_eq!(label_pair("n", "a\nb"), r#"n="a\nb""#);
-    }
 
     #[test]
     fn samples_and_histograms_are_well_formed() {

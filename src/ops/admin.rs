@@ -56,7 +56,10 @@ impl Admin {
             readiness,
             metrics,
             metrics_detail: config.metrics_detail,
-            status_page: StatusPage::new(SystemTime::now()),
+            status_page: StatusPage::new(
+                SystemTime::now(),
+                listeners.iter().map(|l| l.name.clone()).collect(),
+            ),
             traffic,
             tls,
             allow: config.allow.clone(),

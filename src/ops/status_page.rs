@@ -30,10 +30,12 @@ pub struct StatusPage {
     host: String,
     started: SystemTime,
     content_security_policy: String,
+    /// The proxy listeners' names, in the route table's order.
+    listeners: Vec<String>,
 }
 
 impl StatusPage {
-    pub fn new(started: SystemTime) -> Self {
+    pub fn new(started: SystemTime, listeners: Vec<String>) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_default();
@@ -47,6 +49,7 @@ impl StatusPage {
             host,
             started,
             content_security_policy,
+            listeners,
         }
     }
 
@@ -75,8 +78,12 @@ impl StatusPage {
         page.raw("<main id=\"status\">");
         summary(&mut page, upstreams, traffic.is_some(), &now);
         page.raw(TABLE_HEAD);
-        for upstream in upstreams {
-            service(&mut page, upstream, traffic, &now);
+        for (i, upstream) in upstreams.iter().enumerate() {
+            let served_on = Listeners {
+                names: &self.listeners,
+                serving: table.served_on(i),
+            };
+            service(&mut page, upstream, &served_on, traffic, &now);
         }
         page.raw("</table>");
         if upstreams.is_empty() {
@@ -203,7 +210,19 @@ const TABLE_HEAD: &str = "<table><thead><tr><th>health</th><th>backend</th><th>c
 <th class=\"n\">requests</th><th class=\"n\">5xx</th><th class=\"n\">conn. errors</th>\
 </tr></thead>";
 
-fn service(page: &mut Html, upstream: &Upstream, traffic: Option<&Traffic>, now: &Now) {
+/// The listeners that route a service, by name.
+struct Listeners<'a> {
+    names: &'a [String],
+    serving: &'a [usize],
+}
+
+fn service(
+    page: &mut Html,
+    upstream: &Upstream,
+    served_on: &Listeners,
+    traffic: Option<&Traffic>,
+    now: &Now,
+) {
     let spec = &upstream.spec;
     let policy = &upstream.policy;
     let members = upstream.members();
@@ -244,9 +263,17 @@ fn service(page: &mut Html, upstream: &Upstream, traffic: Option<&Traffic>, now:
     page.raw("</span><span class=\"kv\">path <code>");
     page.text(&spec.path_prefix);
     page.raw("</code></span><span class=\"kv\">listeners <b>");
-    match &spec.listeners {
-        None => page.raw("all"),
-        Some(names) => page.text(&names.join(", ")),
+    if served_on.serving.is_empty() {
+        page.raw("none");
+    }
+    for (k, &at) in served_on.serving.iter().enumerate() {
+        if k > 0 {
+            page.raw(", ");
+        }
+        page.text(served_on.names.get(at).map_or("?", String::as_str));
+    }
+    if policy.visibility == crate::spec::policy::Visibility::Internal {
+        page.raw(" · internal");
     }
     page.raw("</b></span><span class=\"kv\"><b>");
     page.raw(policy.algorithm.as_str());
@@ -623,7 +650,8 @@ mod tests {
 
     #[test]
     fn nothing_from_a_source_reaches_the_page_unescaped() {
-        let page = StatusPage::new(SystemTime::now()).render(&table(), Some(&Traffic::default()));
+        let page = StatusPage::new(SystemTime::now(), vec!["main".into()])
+            .render(&table(), Some(&Traffic::default()));
         for raw in ["<script>alert", "<img", "'probe'", "a\"b", "c&d", "<e>"] {
             assert!(!page.contains(raw), "{raw:?} is in the page unescaped");
         }
@@ -658,7 +686,8 @@ mod tests {
             &RouteTable::default(),
             &ProbeCache::default(),
         );
-        let page = StatusPage::new(SystemTime::now()).render(&table, Some(&Traffic::default()));
+        let page = StatusPage::new(SystemTime::now(), vec!["main".into()])
+            .render(&table, Some(&Traffic::default()));
         let row = |addr: &str| {
             let at = page.find(addr).unwrap();
             &page[page[..at].rfind("<tr").unwrap()..at + page[at..].find("</tr>").unwrap()]
@@ -679,7 +708,7 @@ mod tests {
 
     #[test]
     fn the_csp_allows_exactly_the_page_script() {
-        let page = StatusPage::new(SystemTime::now());
+        let page = StatusPage::new(SystemTime::now(), vec!["main".into()]);
         let csp = page.headers()[0].1;
         let expected = base64::engine::general_purpose::STANDARD
             .encode(ring::digest::digest(&ring::digest::SHA256, SCRIPT.as_bytes()).as_ref());

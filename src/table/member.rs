@@ -7,11 +7,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pingora_load_balancing::Backend;
 
-use super::select::PeakEwma;
+use super::ewma::PeakEwma;
 use crate::health::clock::{instant_at, nanos_since_epoch};
 use crate::health::passive::PassiveState;
 use crate::health::state::{HealthState, HealthStatus, ProbeOutcome};
-use crate::metrics::text::label_pair;
+use crate::metrics::label::label_pair;
 use crate::metrics::ServerSeries;
 use crate::spec::policy::{HealthCheckSpec, ProbeKind};
 use crate::spec::{Admission, BackendIdentity, BackendSpec};

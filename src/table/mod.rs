@@ -6,6 +6,7 @@
 
 pub mod balancer;
 pub mod budget;
+pub mod ewma;
 pub mod live;
 pub mod member;
 pub mod queue;
