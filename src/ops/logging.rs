@@ -36,8 +36,10 @@ pub fn init() {
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(filter.and(WithoutHandshakeNoise))
-        .with_filter(NoBenignPoolRace);
+        // One filter, so its level hint is `RUST_LOG`'s (the noise filters have none of
+        // their own): Pingora's `log::debug!`/`trace!` calls then stop at the `log` crate's
+        // level check instead of crossing the bridge into tracing on every request.
+        .with_filter(filter.and(WithoutHandshakeNoise).and(NoBenignPoolRace));
     tracing_subscriber::registry()
         .with(CountHandshakeFailures.with_filter(PingoraErrors))
         .with(log)
