@@ -166,15 +166,6 @@ pub enum ListenerRole {
     Internal,
 }
 
-impl ListenerRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ListenerRole::Edge => "edge",
-            ListenerRole::Internal => "internal",
-        }
-    }
-}
-
 /// Networks, written `10.0.0.0/8`, `2001:db8::/32` or as single addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
