@@ -204,20 +204,21 @@ for t in "${VARIANTS[@]}"; do
     [ -z "${BIN_OF[$t]:-}" ] || [ -x "${BIN_OF[$t]}" ] || die "$t: ${BIN_OF[$t]} not found"
 done
 # What was measured: the commit built, or, for a prebuilt binary, when it was built.
-if [ "$BUILD" = 1 ] && [ -z "${BERTH_BIN:-}" ]; then
-    BERTH_DESC="commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    (cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null) ||
-        BERTH_DESC="$BERTH_DESC with uncommitted changes to src/Cargo.*"
-else
-    BERTH_DESC="prebuilt $BERTH ($(date -u -r "$BERTH" '+%Y-%m-%d %H:%M UTC'))"
-fi
-if [ "$BUILD" = 1 ] && [ -z "${FLOOR_BIN:-}" ]; then
-    FLOOR_DESC="examples/pingora_floor.rs at commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    (cd "$ROOT" && git diff --quiet HEAD -- examples Cargo.toml Cargo.lock 2>/dev/null) ||
-        FLOOR_DESC="$FLOOR_DESC with uncommitted changes to examples/Cargo.*"
-else
-    FLOOR_DESC="prebuilt $FLOOR ($(date -u -r "$FLOOR" '+%Y-%m-%d %H:%M UTC'))"
-fi
+# describe PREBUILT(0|1) BINARY WHAT SOURCES
+describe() {
+    local prebuilt=$1 bin=$2 what=$3 sources=$4 desc
+    if [ "$BUILD" = 1 ] && [ "$prebuilt" = 0 ]; then
+        desc="${what}commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+        (cd "$ROOT" && git diff --quiet HEAD -- "$sources" Cargo.toml Cargo.lock 2>/dev/null) ||
+            desc="$desc with uncommitted changes to $sources/Cargo.*"
+    else
+        desc="prebuilt $bin ($(date -u -r "$bin" '+%Y-%m-%d %H:%M UTC'))"
+    fi
+    echo "$desc"
+}
+BERTH_DESC=$(describe "$([ -n "${BERTH_BIN:-}" ] && echo 1 || echo 0)" "$BERTH" "" src)
+FLOOR_DESC=$(describe "$([ -n "${FLOOR_BIN:-}" ] && echo 1 || echo 0)" "$FLOOR" \
+    "examples/pingora_floor.rs at " examples)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench.XXXXXX")
 chmod 755 "$TMP" # nginx workers run as nobody and serve files from here
