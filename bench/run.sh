@@ -728,6 +728,36 @@ report_scenario() {
 
 now_ms() { date +%s%3N; }
 
+# Waits for berth (pid $1) to answer /readyz on the scale admin port; dies if it exits first.
+scale_wait_ready() {
+    local pid=$1 code=""
+    for _ in $(seq 6000); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$SCALE_ADMIN/readyz" || true)
+        [ "$code" = 200 ] && return 0
+        kill -0 "$pid" 2>/dev/null || { cat "$TMP/scale.out" >&2; die "berth exited at scale"; }
+        sleep 0.01
+    done
+    die "berth not ready at scale"
+}
+
+# Seven scrapes of /metrics from berth (pid $1), read into /dev/null as Prometheus would read
+# them into its parser (a client writing ~90 MiB to disk times its disk, not berth), then one
+# kept to count its samples. Prints: median ms, bytes, samples, berth's CPU ms per scrape.
+scale_scrapes() {
+    local pid=$1 times=() s b ticks0 ticks1
+    ticks0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    for _ in $(seq 7); do
+        read -r s b < <(curl -s -o /dev/null -w '%{time_total} %{size_download}\n' \
+            "http://127.0.0.1:$SCALE_ADMIN/metrics")
+        times+=("$s")
+    done
+    ticks1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    curl -s -o "$TMP/metrics.txt" "http://127.0.0.1:$SCALE_ADMIN/metrics"
+    echo "$(printf '%s\n' "${times[@]}" | median | awk '{printf "%.0f", $1 * 1000}') $b" \
+        "$(grep -vc '^#' "$TMP/metrics.txt")" \
+        "$(( (ticks1 - ticks0) * 1000 / $(getconf CLK_TCK) / 7 ))"
+}
+
 scale_bench() {
     local services=${SCALE_SERVICES:-10000} cfg="$TMP/scale.yaml" pid t0 t1
     log "scale: generating $services services x 3 backends"
@@ -751,28 +781,15 @@ scale_bench() {
     t0=$(now_ms)
     RUST_LOG=warn,berth::control=debug start $PROXY_CPU scale "$BERTH" serve --config "$cfg"
     pid=$STARTED
-    local code=""
-    for _ in $(seq 6000); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$SCALE_ADMIN/readyz" || true)
-        [ "$code" = 200 ] && break
-        kill -0 "$pid" 2>/dev/null || { cat "$TMP/scale.out" >&2; die "berth exited at scale"; }
-        sleep 0.01
-    done
-    [ "$code" = 200 ] || die "berth not ready at scale"
+    scale_wait_ready "$pid"
     t1=$(now_ms)
     local ready_ms=$((t1 - t0))
     sleep 1
     local rss hwm
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
-    local metrics_s=() metrics_bytes routes_s=() routes_bytes series
-    for _ in $(seq 7); do
-        read -r s b < <(curl -s -o "$TMP/metrics.txt" -w '%{time_total} %{size_download}\n' \
-            "http://127.0.0.1:$SCALE_ADMIN/metrics")
-        metrics_s+=("$s")
-        metrics_bytes=$b
-    done
-    series=$(grep -vc '^#' "$TMP/metrics.txt")
+    local full routes_s=() routes_bytes code
+    read -r -a full < <(scale_scrapes "$pid")
     local hwm_scraped
     hwm_scraped=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
     for _ in $(seq 3); do
@@ -822,6 +839,15 @@ scale_bench() {
               if (NR == 1) start = sprintf("%.0f ms", x); else r = r (r == "" ? "" : ", ") sprintf("%.1f", x) }
             END { printf "start: %s; reloads: %s ms", start, r }')
     stop "$pid"
+    # The same fleet with admin.metrics_detail: service (read at start only).
+    sed 's/^admin:$/admin:\n  metrics_detail: service/' "$cfg" >"$cfg.service"
+    start $PROXY_CPU scale "$BERTH" serve --config "$cfg.service"
+    pid=$STARTED
+    scale_wait_ready "$pid"
+    sleep 1
+    local lean
+    read -r -a lean < <(scale_scrapes "$pid")
+    stop "$pid"
     {
         echo
         echo "### Static config at scale: $services services x 3 backends"
@@ -838,8 +864,11 @@ scale_bench() {
         echo "| peak RSS (VmHWM) at start | $(awk -v k="$hwm" 'BEGIN {printf "%.0f MiB", k/1024}') |"
         echo "| peak RSS after 7 \`/metrics\` and 3 \`/api/routes\` requests | $(awk -v k="$hwm_scraped" 'BEGIN {printf "%.0f MiB", k/1024}') |"
         echo "| RSS / peak RSS after 4 reloads as well | $(awk -v k="$rss_after" 'BEGIN {printf "%.0f", k/1024}') / $(awk -v k="$hwm_after" 'BEGIN {printf "%.0f MiB", k/1024}') |"
-        echo "| \`/metrics\` scrape (median of 7, curl total time) | $(printf '%s\n' "${metrics_s[@]}" | median | awk '{printf "%.0f ms", $1*1000}') |"
-        echo "| \`/metrics\` size | $(awk -v b="$metrics_bytes" 'BEGIN {printf "%.1f MiB", b/1048576}'), $series samples |"
+        for row in "full:${full[*]}" "service:${lean[*]}"; do
+            read -r ms bytes samples cpu <<<"${row#*:}"
+            echo "| \`/metrics\` with \`metrics_detail: ${row%%:*}\`: scrape (median of 7, curl total time, body to /dev/null) / berth CPU per scrape | $ms ms / $cpu ms |"
+            echo "| \`/metrics\` with \`metrics_detail: ${row%%:*}\`: size | $(awk -v b="$bytes" 'BEGIN {printf "%.1f MiB", b/1048576}'), $samples samples |"
+        done
         echo "| \`/api/routes\` (median of 3) | $(printf '%s\n' "${routes_s[@]}" | median | awk '{printf "%.0f ms", $1*1000}'), $(awk -v b="$routes_bytes" 'BEGIN {printf "%.1f MiB", b/1048576}') |"
         echo "| reload: SIGHUP to the new domain routed on the data path (median of 3) | $(printf '%s\n' "${reload_dp[@]}" | median) ms |"
         echo "| reload: SIGHUP to the change visible in \`/api/routes\` (includes rendering it) | ${reload_api[0]} ms |"

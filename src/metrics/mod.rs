@@ -1,12 +1,3 @@
-//! Every Prometheus metric berth exports, in one place.
-//!
-//! The data path never looks a series up by label strings: each service and each backend holds
-//! a [`ServiceSeries`] / [`ServerSeries`] resolved once when the route table is compiled, and the
-//! per-status-code counters are cached behind a lock-free list. A series lives exactly as long as
-//! something routes to it: when the last holder is dropped (the backend or service left every
-//! live route table and every in-flight request), its label sets are removed, so dead containers
-//! leave no stale `berth_server_up` behind and churn cannot grow cardinality without bound.
-
 //! Every Prometheus metric berth exports.
 //!
 //! Two kinds live here. The per-service and per-backend series ([`series`]) are plain atomics

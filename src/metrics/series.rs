@@ -143,19 +143,17 @@ impl Histogram {
     /// Per-bucket counts (the last is above every bound) and the sum in seconds.
     pub fn snapshot(&self) -> (Vec<u64>, f64) {
         let mut counts = [0; MAX_BUCKETS];
-        let (counts, sum) = self.read_into(&mut counts);
-        (counts.to_vec(), sum)
+        let (counts, sum_nanos) = self.read_into(&mut counts);
+        (counts.to_vec(), sum_nanos as f64 / 1e9)
     }
 
-    /// [`Self::snapshot`] into a caller's buffer: a scrape reads tens of thousands of these.
-    pub fn read_into<'a>(&self, counts: &'a mut [u64; MAX_BUCKETS]) -> (&'a [u64], f64) {
+    /// [`Self::snapshot`] into a caller's buffer, the sum in nanoseconds: a scrape reads tens
+    /// of thousands of these and writes the sum as an exact decimal.
+    pub fn read_into<'a>(&self, counts: &'a mut [u64; MAX_BUCKETS]) -> (&'a [u64], u64) {
         for (out, count) in counts.iter_mut().zip(self.counts.iter()) {
             *out = count.load(Relaxed);
         }
-        (
-            &counts[..self.counts.len()],
-            self.sum_nanos.load(Relaxed) as f64 / 1e9,
-        )
+        (&counts[..self.counts.len()], self.sum_nanos.load(Relaxed))
     }
 }
 

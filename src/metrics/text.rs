@@ -1,23 +1,31 @@
-//! Writing the Prometheus text exposition format (version 0.0.4) straight into a buffer.
-
-use std::io::Write;
+//! Writing the Prometheus text exposition format (version 0.0.4) straight into buffers, one
+//! per metric family.
+//!
+//! The format wants each family's samples together, but the exposition walks tens of thousands
+//! of services and backends whose series sit in scattered heap objects: one pass per family
+//! would reload each of them from memory once per family (cache misses were most of a scrape's
+//! time). A [`Family`] is one family's own buffer, so a single pass over the table can append
+//! to every family at once and the buffers are sent one after another.
 
 use super::series::{Histogram, MAX_BUCKETS};
 
-/// An exposition being written.
-pub struct Exposition {
+/// One metric family's text: its `# HELP` and `# TYPE` lines, then its samples.
+pub struct Family {
     buf: Vec<u8>,
+    /// `name{`, written before every labelled sample.
+    open: Box<str>,
+    /// The bare name, for a sample without labels.
+    name: &'static str,
+    /// A histogram's `name_bucket{le="<bound>",` per bound, then `+Inf`: a bucket line is
+    /// then this, the series' labels and the count.
+    bucket_prefixes: Vec<Box<str>>,
 }
 
-impl Exposition {
-    pub fn with_capacity(bytes: usize) -> Self {
-        Self {
-            buf: Vec::with_capacity(bytes),
-        }
-    }
-
-    /// Starts a family: its `# HELP` and `# TYPE` lines. Its samples must follow together.
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+impl Family {
+    /// A family whose samples will take about `expected_bytes`, reserved up front so the
+    /// buffer is not copied while it grows.
+    pub fn new(name: &'static str, kind: &str, help: &str, expected_bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(expected_bytes + help.len() + 2 * name.len() + 32);
         for part in [
             "# HELP ",
             name,
@@ -29,36 +37,36 @@ impl Exposition {
             kind,
             "\n",
         ] {
-            self.buf.extend_from_slice(part.as_bytes());
+            buf.extend_from_slice(part.as_bytes());
+        }
+        Self {
+            buf,
+            open: format!("{name}{{").into(),
+            name,
+            bucket_prefixes: Vec::new(),
         }
     }
 
-    /// Writes `name` + `suffix` and the label set: `extra` first, then the pre-escaped
-    /// `labels`, so callers that pass names in order get Prometheus's sorted form.
-    fn start(&mut self, name: &str, suffix: &str, labels: &str, extra: &[(&str, &str)]) {
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.extend_from_slice(suffix.as_bytes());
-        if labels.is_empty() && extra.is_empty() {
-            self.buf.push(b' ');
-            return;
-        }
-        self.buf.push(b'{');
-        for (i, (key, value)) in extra.iter().enumerate() {
-            if i > 0 {
-                self.buf.push(b',');
-            }
-            self.buf.extend_from_slice(key.as_bytes());
-            self.buf.extend_from_slice(b"=\"");
-            self.buf.extend_from_slice(value.as_bytes());
-            self.buf.push(b'"');
-        }
-        if !labels.is_empty() {
-            if !extra.is_empty() {
-                self.buf.push(b',');
-            }
-            self.buf.extend_from_slice(labels.as_bytes());
-        }
-        self.buf.extend_from_slice(b"} ");
+    /// A histogram family whose buckets have the upper bounds `le` (as written).
+    pub fn histogram_of(
+        name: &'static str,
+        help: &str,
+        le: &[&str],
+        expected_bytes: usize,
+    ) -> Self {
+        let mut family = Self::new(name, "histogram", help, expected_bytes);
+        family.bucket_prefixes = le
+            .iter()
+            .chain(&["+Inf"])
+            .map(|bound| format!("{name}_bucket{{le=\"{bound}\",").into())
+            .collect();
+        family
+    }
+
+    /// Roughly how many bytes `lines` samples with label sets like `labels` take, for
+    /// [`Self::new`]'s `expected_bytes`.
+    pub fn estimate(name: &str, labels: &str, lines: usize) -> usize {
+        lines * (name.len() + labels.len() + 32)
     }
 
     fn end(&mut self, value: impl itoa::Integer) {
@@ -68,40 +76,77 @@ impl Exposition {
     }
 
     /// One integer sample. `labels` is pre-escaped (`a="x",b="y"`); `extra` values must not
-    /// need escaping (status codes, methods, bucket bounds).
-    pub fn sample(
-        &mut self,
-        name: &str,
-        labels: &str,
-        extra: &[(&str, &str)],
-        value: impl itoa::Integer,
-    ) {
-        self.start(name, "", labels, extra);
+    /// need escaping (status codes, methods) and come first, so callers that pass label names
+    /// in order get Prometheus's sorted form.
+    pub fn sample(&mut self, labels: &str, extra: &[(&str, &str)], value: impl itoa::Integer) {
+        if labels.is_empty() && extra.is_empty() {
+            self.buf.extend_from_slice(self.name.as_bytes());
+            self.buf.push(b' ');
+            self.end(value);
+            return;
+        }
+        self.buf.extend_from_slice(self.open.as_bytes());
+        for (key, value) in extra {
+            self.buf.extend_from_slice(key.as_bytes());
+            self.buf.extend_from_slice(b"=\"");
+            self.buf.extend_from_slice(value.as_bytes());
+            self.buf.extend_from_slice(b"\",");
+        }
+        if labels.is_empty() {
+            self.buf.pop();
+        } else {
+            self.buf.extend_from_slice(labels.as_bytes());
+        }
+        self.buf.extend_from_slice(b"} ");
         self.end(value);
     }
 
-    /// Every line of one histogram: cumulative buckets, `+Inf`, sum and count.
-    pub fn histogram(&mut self, name: &str, labels: &str, histogram: &Histogram) {
+    /// Every line of one histogram: cumulative buckets, `+Inf`, sum and count. The family must
+    /// come from [`Self::histogram_of`] with the histogram's own bounds; `labels` (pre-escaped)
+    /// must not be empty.
+    pub fn histogram(&mut self, labels: &str, histogram: &Histogram) {
+        debug_assert_eq!(self.bucket_prefixes.len(), histogram.buckets.le.len() + 1);
         let mut buffer = [0; MAX_BUCKETS];
-        let (counts, sum) = histogram.read_into(&mut buffer);
+        let (counts, sum_nanos) = histogram.read_into(&mut buffer);
         let mut cumulative = 0;
-        for (le, count) in histogram.buckets.le.iter().zip(counts) {
+        for (i, count) in counts.iter().enumerate() {
             cumulative += count;
-            self.start(name, "_bucket", labels, &[("le", le)]);
+            self.buf
+                .extend_from_slice(self.bucket_prefixes[i].as_bytes());
+            self.buf.extend_from_slice(labels.as_bytes());
+            self.buf.extend_from_slice(b"} ");
             self.end(cumulative);
         }
-        cumulative += counts.last().copied().unwrap_or(0);
-        self.start(name, "_bucket", labels, &[("le", "+Inf")]);
-        self.end(cumulative);
-        self.start(name, "_sum", labels, &[]);
-        let _ = writeln!(self.buf, "{sum}");
-        self.start(name, "_count", labels, &[]);
+        self.suffixed("_sum{", labels);
+        self.seconds(sum_nanos);
+        self.suffixed("_count{", labels);
         self.end(cumulative);
     }
 
-    /// Text written by another encoder (the process and control-plane families).
-    pub fn append(&mut self, text: &[u8]) {
-        self.buf.extend_from_slice(text);
+    /// `nanos` as seconds, an exact decimal without trailing zeros, and the line's end: no
+    /// float formatting, which was a tenth of a scrape's time.
+    fn seconds(&mut self, nanos: u64) {
+        const NANOS_PER_SECOND: u64 = 1_000_000_000;
+        let mut itoa = itoa::Buffer::new();
+        self.buf
+            .extend_from_slice(itoa.format(nanos / NANOS_PER_SECOND).as_bytes());
+        let fraction = nanos % NANOS_PER_SECOND;
+        if fraction != 0 {
+            // One above the fraction's nine digits keeps its leading zeros; the "1" is dropped.
+            let digits = &itoa.format(NANOS_PER_SECOND + fraction).as_bytes()[1..];
+            let significant = digits.iter().rposition(|&d| d != b'0').map_or(0, |i| i + 1);
+            self.buf.push(b'.');
+            self.buf.extend_from_slice(&digits[..significant]);
+        }
+        self.buf.push(b'\n');
+    }
+
+    /// `name` + `suffix` (which opens the label set) + `labels` + `} `.
+    fn suffixed(&mut self, suffix: &str, labels: &str) {
+        self.buf.extend_from_slice(self.name.as_bytes());
+        self.buf.extend_from_slice(suffix.as_bytes());
+        self.buf.extend_from_slice(labels.as_bytes());
+        self.buf.extend_from_slice(b"} ");
     }
 
     pub fn into_bytes(self) -> Vec<u8> {
@@ -116,33 +161,62 @@ mod tests {
     use super::*;
     use crate::metrics::series::CHECK_DURATION;
 
+    fn text(family: Family) -> String {
+        String::from_utf8(family.into_bytes()).unwrap()
+    }
+
     #[test]
-    fn samples_and_histograms_are_well_formed() {
-        let mut out = Exposition::with_capacity(0);
-        out.family("x_total", "counter", "X.");
-        out.sample("x_total", r#"s="a""#, &[("code", "200")], 3);
-        out.sample("x_total", "", &[], 1);
+    fn samples_are_well_formed() {
+        let mut family = Family::new("x_total", "counter", "X.", 0);
+        family.sample(r#"s="a""#, &[("code", "200")], 3);
+        family.sample(r#"s="b""#, &[], 2);
+        family.sample("", &[("code", "500")], 4);
+        family.sample("", &[], 1);
+        assert_eq!(
+            text(family),
+            "# HELP x_total X.\n# TYPE x_total counter\n\
+             x_total{code=\"200\",s=\"a\"} 3\n\
+             x_total{s=\"b\"} 2\n\
+             x_total{code=\"500\"} 4\n\
+             x_total 1\n"
+        );
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_inf_sum_and_count() {
+        let mut family = Family::histogram_of("d_seconds", "D.", CHECK_DURATION.le, 0);
         let h = Histogram::new(&CHECK_DURATION);
         h.observe(Duration::from_millis(5));
         h.observe(Duration::from_secs(6));
-        out.histogram("d_seconds", r#"s="a""#, &h);
-        let text = String::from_utf8(out.into_bytes()).unwrap();
-        assert!(text.contains("# TYPE x_total counter\n"), "{text}");
-        assert!(text.contains("x_total{code=\"200\",s=\"a\"} 3\n"), "{text}");
-        assert!(text.contains("x_total 1\n"), "{text}");
-        assert!(
-            text.contains("d_seconds_bucket{le=\"0.01\",s=\"a\"} 1\n"),
-            "{text}"
+        family.histogram(r#"s="a""#, &h);
+        assert_eq!(
+            text(family),
+            "# HELP d_seconds D.\n# TYPE d_seconds histogram\n\
+             d_seconds_bucket{le=\"0.001\",s=\"a\"} 0\n\
+             d_seconds_bucket{le=\"0.01\",s=\"a\"} 1\n\
+             d_seconds_bucket{le=\"0.1\",s=\"a\"} 1\n\
+             d_seconds_bucket{le=\"1\",s=\"a\"} 1\n\
+             d_seconds_bucket{le=\"5\",s=\"a\"} 1\n\
+             d_seconds_bucket{le=\"+Inf\",s=\"a\"} 2\n\
+             d_seconds_sum{s=\"a\"} 6.005\n\
+             d_seconds_count{s=\"a\"} 2\n"
         );
-        assert!(
-            text.contains("d_seconds_bucket{le=\"5\",s=\"a\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("d_seconds_bucket{le=\"+Inf\",s=\"a\"} 2\n"),
-            "{text}"
-        );
-        assert!(text.contains("d_seconds_sum{s=\"a\"} 6.005\n"), "{text}");
-        assert!(text.contains("d_seconds_count{s=\"a\"} 2\n"), "{text}");
+    }
+
+    #[test]
+    fn sums_are_exact_decimal_seconds() {
+        let mut family = Family::histogram_of("d_seconds", "D.", CHECK_DURATION.le, 0);
+        for (nanos, written) in [
+            (0, "0"),
+            (1, "0.000000001"),
+            (420_000, "0.00042"),
+            (1_000_000_000, "1"),
+            (12_050_000_000, "12.05"),
+            (u64::MAX, "18446744073.709551615"),
+        ] {
+            family.buf.clear();
+            family.seconds(nanos);
+            assert_eq!(family.buf, format!("{written}\n").as_bytes());
+        }
     }
 }

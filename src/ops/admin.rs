@@ -11,8 +11,9 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use http::{header, Method, Response, StatusCode};
-use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
 
 use super::readiness::Readiness;
 use super::status_page::StatusPage;
@@ -70,7 +71,7 @@ impl Admin {
 
     /// `None` when the request may use the protected paths, else the refusal: 401 asking for
     /// the token when there is one, else 403.
-    fn refusal(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
+    fn refusal(&self, session: &ServerSession) -> Option<Response<Body>> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -104,17 +105,28 @@ impl Admin {
     }
 }
 
-fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+/// A response body as the buffers it is written in, one after another: the metrics exposition
+/// is one per family, so a scrape never joins them into one copy.
+type Body = Vec<Vec<u8>>;
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
+    respond_in_parts(status, content_type, vec![body])
+}
+
+fn respond_in_parts(status: StatusCode, content_type: &str, body: Body) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(
+            http::header::CONTENT_LENGTH,
+            body.iter().map(Vec::len).sum::<usize>(),
+        )
         .header(http::header::CACHE_CONTROL, "no-store")
         .body(body)
         .expect("static response parts are valid")
 }
 
-fn text(status: StatusCode, body: impl Into<String>) -> Response<Vec<u8>> {
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     respond(
         status,
         "text/plain; charset=utf-8",
@@ -122,16 +134,57 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Vec<u8>> {
     )
 }
 
-fn not_found() -> Response<Vec<u8>> {
+fn not_found() -> Response<Body> {
     text(
         StatusCode::NOT_FOUND,
         "berth admin: / /healthz /readyz /metrics /api/routes\n",
     )
 }
 
+/// Pingora's `ServeHttp` wants the whole body as one buffer; this writes the head, then each
+/// part of the body as it is, then hands the connection back for keep-alive.
 #[async_trait]
-impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+impl HttpServerApp for Admin {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!("admin: reading a request failed: {e}");
+                return None;
+            }
+        }
+        session.set_keepalive((!*shutdown.borrow()).then_some(60));
+        let (head, body) = self.answer(&session).await.into_parts();
+        let written = async {
+            session.write_response_header(Box::new(head.into())).await?;
+            let last = body.len().saturating_sub(1);
+            for (i, part) in body.into_iter().enumerate() {
+                session.write_response_body(part.into(), i == last).await?;
+            }
+            Ok::<_, Box<pingora_error::Error>>(())
+        };
+        if let Err(e) = written.await {
+            tracing::debug!("admin: writing a response failed: {e}");
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(stream) => stream.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(e) => {
+                tracing::debug!("admin: finishing a response failed: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Admin {
+    async fn answer(&self, session: &ServerSession) -> Response<Body> {
         let req = session.req_header();
         if req.method != Method::GET && req.method != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
@@ -165,7 +218,7 @@ impl ServeHttp for Admin {
                 ),
             },
             "/metrics" => match &self.metrics {
-                Some(metrics) => respond(
+                Some(metrics) => respond_in_parts(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
                     exposition::render(&self.live.load_full(), metrics, self.metrics_detail),

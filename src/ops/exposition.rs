@@ -1,231 +1,288 @@
 //! `GET /metrics`: the Prometheus text exposition, written straight from the live route
 //! table's series handles, then the process-wide families.
 //!
-//! Each family is one pass over the table (the format wants a family's samples together), so a
-//! scrape costs a walk of the table and the bytes it writes, nothing per series beyond that.
+//! One pass over the table fills every family's own buffer (the format wants a family's samples
+//! together; a pass per family would fetch each scattered series from memory once per family),
+//! and the buffers are sent one after another without being joined. A scrape costs one walk of
+//! the table and the bytes it writes, nothing per series beyond that.
 //! `admin.metrics_detail: service` keeps the per-service families and, per backend, only
 //! `berth_server_up` and `berth_server_info`: a fleet of 30,000 backends is then a few
 //! hundred thousand samples instead of a million (see the README's metrics reference).
 
 use crate::config::MetricsDetail;
-use crate::metrics::text::Exposition;
+use crate::metrics::series::{CHECK_DURATION, SERVER_LATENCY, SERVICE_LATENCY};
+use crate::metrics::text::Family;
 use crate::metrics::Metrics;
 use crate::table::member::Member;
 use crate::table::upstream::Upstream;
 use crate::table::RouteTable;
 
-pub fn render(table: &RouteTable, metrics: &Metrics, detail: MetricsDetail) -> Vec<u8> {
+/// The exposition as the buffers it is sent in, in order: one per family, then the
+/// process-wide families. Their concatenation is the text format.
+pub fn render(table: &RouteTable, metrics: &Metrics, detail: MetricsDetail) -> Vec<Vec<u8>> {
     let upstreams = table.upstreams();
-    let members: usize = upstreams.iter().map(|u| u.members().len()).sum();
-    let per_member = match detail {
-        MetricsDetail::Full => 2_400,
-        MetricsDetail::Service => 250,
-    };
-    let mut out =
-        Exposition::with_capacity(16 * 1024 + upstreams.len() * 2_000 + members * per_member);
-    services(&mut out, upstreams);
-    servers(&mut out, upstreams, detail);
-    out.append(&metrics.render_process_wide());
-    out.into_bytes()
+    let mut services = ServiceFamilies::new(upstreams);
+    let members = upstreams.iter().map(|u| u.members().len()).sum();
+    let first_member = upstreams.iter().flat_map(|u| u.members()).next();
+    let mut servers = ServerFamilies::new(first_member, members, detail);
+    for upstream in upstreams {
+        services.add(upstream);
+        for member in upstream.members() {
+            servers.add(member);
+        }
+    }
+    let mut chunks = services.into_chunks();
+    chunks.extend(servers.into_chunks());
+    chunks.push(metrics.render_process_wide());
+    chunks
 }
 
-fn services(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>]) {
-    let name = "berth_service_requests_total";
-    out.family(
-        name,
-        "counter",
-        "Requests routed to a service, by response status code and method.",
-    );
-    for u in upstreams {
-        u.series.requests.for_each(|(code, method), count| {
-            out.sample(
-                name,
-                &u.series.labels,
-                &[("code", code), ("method", method)],
-                count,
-            )
+/// The per-service families, filled in one pass over the table.
+struct ServiceFamilies {
+    requests: Family,
+    duration: Family,
+    open: Family,
+    retries: Family,
+    retry_budget_exhausted: Family,
+    queue_depth: Family,
+    queue_timeouts: Family,
+}
+
+impl ServiceFamilies {
+    fn new(upstreams: &[std::sync::Arc<Upstream>]) -> Self {
+        let labels = upstreams.first().map_or("", |u| &u.series.labels);
+        let size = |name, lines_each| Family::estimate(name, labels, upstreams.len() * lines_each);
+        let one = |name, kind, help| Family::new(name, kind, help, size(name, 1));
+        let requests = "berth_service_requests_total";
+        let duration = "berth_service_request_duration_seconds";
+        Self {
+            requests: Family::new(
+                requests,
+                "counter",
+                "Requests routed to a service, by response status code and method.",
+                size(requests, 2),
+            ),
+            duration: Family::histogram_of(
+                duration,
+                "Time from request headers received to response sent, per service.",
+                SERVICE_LATENCY.le,
+                size(duration, SERVICE_LATENCY.le.len() + 3),
+            ),
+            open: one(
+                "berth_service_open_connections",
+                "gauge",
+                "Requests in flight to a service.",
+            ),
+            retries: one(
+                "berth_service_retries_total",
+                "counter",
+                "Requests sent to another backend after a failure.",
+            ),
+            retry_budget_exhausted: one(
+                "berth_service_retry_budget_exhausted_total",
+                "counter",
+                "Failures not retried because the service's retry budget was spent.",
+            ),
+            queue_depth: one(
+                "berth_service_queue_depth",
+                "gauge",
+                "Requests waiting for a backend below max_connections.",
+            ),
+            queue_timeouts: one(
+                "berth_service_queue_timeouts_total",
+                "counter",
+                "Requests answered 503 after waiting queue_timeout for a backend.",
+            ),
+        }
+    }
+
+    fn add(&mut self, upstream: &Upstream) {
+        let series = &upstream.series;
+        let labels = &series.labels;
+        series.requests.for_each(|(code, method), count| {
+            self.requests
+                .sample(labels, &[("code", code), ("method", method)], count)
         });
+        self.duration.histogram(labels, &series.duration);
+        self.open.sample(labels, &[], series.open.get());
+        self.retries.sample(labels, &[], series.retries.get());
+        self.retry_budget_exhausted
+            .sample(labels, &[], series.retry_budget_exhausted.get());
+        self.queue_depth.sample(labels, &[], upstream.queue.depth());
+        self.queue_timeouts
+            .sample(labels, &[], series.queue_timeouts.get());
     }
-    let name = "berth_service_request_duration_seconds";
-    out.family(
-        name,
-        "histogram",
-        "Time from request headers received to response sent, per service.",
-    );
-    for u in upstreams {
-        out.histogram(name, &u.series.labels, &u.series.duration);
-    }
-    let name = "berth_service_open_connections";
-    out.family(name, "gauge", "Requests in flight to a service.");
-    for u in upstreams {
-        out.sample(name, &u.series.labels, &[], u.series.open.get());
-    }
-    let name = "berth_service_retries_total";
-    out.family(
-        name,
-        "counter",
-        "Requests sent to another backend after a failure.",
-    );
-    for u in upstreams {
-        out.sample(name, &u.series.labels, &[], u.series.retries.get());
-    }
-    let name = "berth_service_retry_budget_exhausted_total";
-    out.family(
-        name,
-        "counter",
-        "Failures not retried because the service's retry budget was spent.",
-    );
-    for u in upstreams {
-        out.sample(
-            name,
-            &u.series.labels,
-            &[],
-            u.series.retry_budget_exhausted.get(),
-        );
-    }
-    let name = "berth_service_queue_depth";
-    out.family(
-        name,
-        "gauge",
-        "Requests waiting for a backend below max_connections.",
-    );
-    for u in upstreams {
-        out.sample(name, &u.series.labels, &[], u.queue.depth());
-    }
-    let name = "berth_service_queue_timeouts_total";
-    out.family(
-        name,
-        "counter",
-        "Requests answered 503 after waiting queue_timeout for a backend.",
-    );
-    for u in upstreams {
-        out.sample(name, &u.series.labels, &[], u.series.queue_timeouts.get());
+
+    fn into_chunks(self) -> Vec<Vec<u8>> {
+        [
+            self.requests,
+            self.duration,
+            self.open,
+            self.retries,
+            self.retry_budget_exhausted,
+            self.queue_depth,
+            self.queue_timeouts,
+        ]
+        .into_iter()
+        .map(Family::into_bytes)
+        .collect()
     }
 }
 
-/// One integer per backend.
-fn per_member(
-    out: &mut Exposition,
-    upstreams: &[std::sync::Arc<Upstream>],
-    name: &str,
-    kind: &str,
-    help: &str,
-    value: impl Fn(&Member) -> i64,
-) {
-    out.family(name, kind, help);
-    for m in upstreams.iter().flat_map(|u| u.members()) {
-        out.sample(name, &m.series.labels, &[], value(m));
-    }
-}
-
-/// Per-backend families. `berth_server_up` and `berth_server_info` always; the rest only
+/// The per-backend families: `berth_server_up` and `berth_server_info` always, the rest only
 /// with `metrics_detail: full`.
-fn servers(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>], detail: MetricsDetail) {
-    per_member(
-        out,
-        upstreams,
-        "berth_server_up",
-        "gauge",
-        "1 if the backend is in rotation (probes pass and it is not draining), else 0.",
-        |m| i64::from(m.routable()),
-    );
-    server_info(out, upstreams);
-    if detail == MetricsDetail::Service {
-        return;
-    }
-    let name = "berth_server_requests_total";
-    out.family(
-        name,
-        "counter",
-        "Requests a backend answered (or failed), by status code.",
-    );
-    for m in upstreams.iter().flat_map(|u| u.members()) {
-        m.series
-            .requests
-            .for_each(|code, count| out.sample(name, &m.series.labels, &[("code", code)], count));
-    }
-    per_member(
-        out,
-        upstreams,
-        "berth_server_open_connections",
-        "gauge",
-        "Requests in flight to a backend.",
-        |m| m.series.open.get(),
-    );
-    per_member(
-        out,
-        upstreams,
-        "berth_server_connection_errors_total",
-        "counter",
-        "Failed attempts to connect to a backend.",
-        |m| m.series.connection_errors.get() as i64,
-    );
-    per_member(
-        out,
-        upstreams,
-        "berth_server_check_failures_total",
-        "counter",
-        "Active health probes that failed.",
-        |m| m.series.check_failures.get() as i64,
-    );
-    per_member(
-        out,
-        upstreams,
-        "berth_server_check_up_down_total",
-        "counter",
-        "Transitions of a backend between healthy and unhealthy.",
-        |m| m.series.check_up_down.get() as i64,
-    );
-    per_member(
-        out,
-        upstreams,
-        "berth_server_bytes_received_total",
-        "counter",
-        "Response body bytes berth received from a backend.",
-        |m| m.series.bytes_received.get() as i64,
-    );
-    per_member(
-        out,
-        upstreams,
-        "berth_server_bytes_sent_total",
-        "counter",
-        "Request body bytes berth sent to a backend.",
-        |m| m.series.bytes_sent.get() as i64,
-    );
-    per_member(
-        out,
-        upstreams,
-        "berth_server_ejections_total",
-        "counter",
-        "Times passive health ejected a backend after failing requests.",
-        |m| m.series.ejections.get() as i64,
-    );
-    let name = "berth_server_request_duration_seconds";
-    out.family(
-        name,
-        "histogram",
-        "Upstream time: from choosing the backend to the end of its response.",
-    );
-    for m in upstreams.iter().flat_map(|u| u.members()) {
-        out.histogram(name, &m.series.labels, &m.series.duration);
-    }
-    let name = "berth_server_check_duration_seconds";
-    out.family(name, "histogram", "Duration of active health probes.");
-    for m in upstreams.iter().flat_map(|u| u.members()) {
-        out.histogram(name, &m.series.labels, &m.series.check_duration);
-    }
+struct ServerFamilies {
+    up: Family,
+    info: Family,
+    detail: Option<ServerDetail>,
 }
 
-fn server_info(out: &mut Exposition, upstreams: &[std::sync::Arc<Upstream>]) {
-    let name = "berth_server_info";
-    out.family(
-        name,
-        "gauge",
-        "Always 1; joins a backend address to its container (empty for static backends) and, \
-         for a Swarm task, to its service, task, slot and node.",
-    );
-    for m in upstreams.iter().flat_map(|u| u.members()) {
-        out.sample(name, &m.info_labels, &[], 1);
+struct ServerDetail {
+    requests: Family,
+    open: Family,
+    connection_errors: Family,
+    check_failures: Family,
+    check_up_down: Family,
+    bytes_received: Family,
+    bytes_sent: Family,
+    ejections: Family,
+    duration: Family,
+    check_duration: Family,
+}
+
+impl ServerFamilies {
+    /// Families sized for `members` backends labelled like `first`.
+    fn new(first: Option<&std::sync::Arc<Member>>, members: usize, detail: MetricsDetail) -> Self {
+        let labels = first.map_or("", |m| &m.series.labels);
+        let size = |name, lines_each| Family::estimate(name, labels, members * lines_each);
+        let one = |name, kind, help| Family::new(name, kind, help, size(name, 1));
+        let info = "berth_server_info";
+        let info_size = Family::estimate(info, first.map_or("", |m| &m.info_labels), members);
+        Self {
+            up: one(
+                "berth_server_up",
+                "gauge",
+                "1 if the backend is in rotation (probes pass and it is not draining), else 0.",
+            ),
+            info: Family::new(
+                info,
+                "gauge",
+                "Always 1; joins a backend address to its container (empty for static backends) \
+                 and, for a Swarm task, to its service, task, slot and node.",
+                info_size,
+            ),
+            detail: (detail == MetricsDetail::Full).then(|| {
+                let duration = "berth_server_request_duration_seconds";
+                let check_duration = "berth_server_check_duration_seconds";
+                ServerDetail {
+                    requests: one(
+                        "berth_server_requests_total",
+                        "counter",
+                        "Requests a backend answered (or failed), by status code.",
+                    ),
+                    open: one(
+                        "berth_server_open_connections",
+                        "gauge",
+                        "Requests in flight to a backend.",
+                    ),
+                    connection_errors: one(
+                        "berth_server_connection_errors_total",
+                        "counter",
+                        "Failed attempts to connect to a backend.",
+                    ),
+                    check_failures: one(
+                        "berth_server_check_failures_total",
+                        "counter",
+                        "Active health probes that failed.",
+                    ),
+                    check_up_down: one(
+                        "berth_server_check_up_down_total",
+                        "counter",
+                        "Transitions of a backend between healthy and unhealthy.",
+                    ),
+                    bytes_received: one(
+                        "berth_server_bytes_received_total",
+                        "counter",
+                        "Response body bytes berth received from a backend.",
+                    ),
+                    bytes_sent: one(
+                        "berth_server_bytes_sent_total",
+                        "counter",
+                        "Request body bytes berth sent to a backend.",
+                    ),
+                    ejections: one(
+                        "berth_server_ejections_total",
+                        "counter",
+                        "Times passive health ejected a backend after failing requests.",
+                    ),
+                    duration: Family::histogram_of(
+                        duration,
+                        "Upstream time: from choosing the backend to the end of its response.",
+                        SERVER_LATENCY.le,
+                        size(duration, SERVER_LATENCY.le.len() + 3),
+                    ),
+                    check_duration: Family::histogram_of(
+                        check_duration,
+                        "Duration of active health probes.",
+                        CHECK_DURATION.le,
+                        size(check_duration, CHECK_DURATION.le.len() + 3),
+                    ),
+                }
+            }),
+        }
+    }
+
+    fn add(&mut self, member: &Member) {
+        let series = &member.series;
+        let labels = &series.labels;
+        self.up.sample(labels, &[], i64::from(member.routable()));
+        self.info.sample(&member.info_labels, &[], 1);
+        let Some(detail) = &mut self.detail else {
+            return;
+        };
+        series
+            .requests
+            .for_each(|code, count| detail.requests.sample(labels, &[("code", code)], count));
+        detail.open.sample(labels, &[], series.open.get());
+        detail
+            .connection_errors
+            .sample(labels, &[], series.connection_errors.get());
+        detail
+            .check_failures
+            .sample(labels, &[], series.check_failures.get());
+        detail
+            .check_up_down
+            .sample(labels, &[], series.check_up_down.get());
+        detail
+            .bytes_received
+            .sample(labels, &[], series.bytes_received.get());
+        detail
+            .bytes_sent
+            .sample(labels, &[], series.bytes_sent.get());
+        detail.ejections.sample(labels, &[], series.ejections.get());
+        detail.duration.histogram(labels, &series.duration);
+        detail
+            .check_duration
+            .histogram(labels, &series.check_duration);
+    }
+
+    fn into_chunks(self) -> Vec<Vec<u8>> {
+        let mut families = vec![self.up, self.info];
+        if let Some(d) = self.detail {
+            families.extend([
+                d.requests,
+                d.open,
+                d.connection_errors,
+                d.check_failures,
+                d.check_up_down,
+                d.bytes_received,
+                d.bytes_sent,
+                d.ejections,
+                d.duration,
+                d.check_duration,
+            ]);
+        }
+        families.into_iter().map(Family::into_bytes).collect()
     }
 }
 
@@ -263,7 +320,7 @@ mod tests {
     }
 
     fn text(table: &RouteTable, detail: MetricsDetail) -> String {
-        String::from_utf8(render(table, &Metrics::new(), detail)).unwrap()
+        String::from_utf8(render(table, &Metrics::new(), detail).concat()).unwrap()
     }
 
     #[test]
