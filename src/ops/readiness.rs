@@ -29,8 +29,9 @@ impl Readiness {
         }
     }
 
-    /// Ready when every source's routes are loaded, berth is not shutting down, and a
-    /// listener accepts; otherwise why not.
+    /// Ready when every source's routes are loaded, berth is not shutting down, and every
+    /// listener accepts (Pingora binds each on its own thread: one bound says nothing of the
+    /// next); otherwise why not.
     pub async fn check(&self) -> Result<(), String> {
         if self.lifecycle.is_shutting_down() {
             return Err("shutting down".into());
@@ -39,11 +40,13 @@ impl Readiness {
             return Err("routes are not loaded yet".into());
         }
         for listener in &self.listeners {
-            if accepts(*listener).await {
-                return Ok(());
+            if !accepts(*listener).await {
+                return Err(format!(
+                    "the listener on {listener} does not accept connections yet"
+                ));
             }
         }
-        Err("no listener accepts connections".into())
+        Ok(())
     }
 }
 
