@@ -13,6 +13,7 @@ use crate::config::MetricsDetail;
 use crate::metrics::series::{CHECK_DURATION, SERVER_LATENCY, SERVICE_LATENCY};
 use crate::metrics::text::Family;
 use crate::metrics::Metrics;
+use crate::spec::policy::ProbeKind;
 use crate::table::member::Member;
 use crate::table::upstream::Upstream;
 use crate::table::RouteTable;
@@ -27,8 +28,9 @@ pub fn render(table: &RouteTable, metrics: &Metrics, detail: MetricsDetail) -> V
     let mut servers = ServerFamilies::new(first_member, members, detail);
     for upstream in upstreams {
         services.add(upstream);
+        let probed = upstream.policy.health_check.kind != ProbeKind::None;
         for member in upstream.members() {
-            servers.add(member);
+            servers.add(member, probed);
         }
     }
     let mut chunks = services.into_chunks();
@@ -130,7 +132,9 @@ impl ServiceFamilies {
 }
 
 /// The per-backend families: `berth_server_up` and `berth_server_info` always, the rest only
-/// with `metrics_detail: full`.
+/// with `metrics_detail: full`, and the `check` families only for backends that are probed
+/// (as HAProxy does: without probes they could only ever say 0, and they are a third of a
+/// backend's samples).
 struct ServerFamilies {
     up: Family,
     info: Family,
@@ -232,7 +236,7 @@ impl ServerFamilies {
         }
     }
 
-    fn add(&mut self, member: &Member) {
+    fn add(&mut self, member: &Member, probed: bool) {
         let series = &member.series;
         let labels = &series.labels;
         self.up.sample(labels, &[], i64::from(member.routable()));
@@ -248,12 +252,6 @@ impl ServerFamilies {
             .connection_errors
             .sample(labels, &[], series.connection_errors.get());
         detail
-            .check_failures
-            .sample(labels, &[], series.check_failures.get());
-        detail
-            .check_up_down
-            .sample(labels, &[], series.check_up_down.get());
-        detail
             .bytes_received
             .sample(labels, &[], series.bytes_received.get());
         detail
@@ -261,9 +259,17 @@ impl ServerFamilies {
             .sample(labels, &[], series.bytes_sent.get());
         detail.ejections.sample(labels, &[], series.ejections.get());
         detail.duration.histogram(labels, &series.duration);
-        detail
-            .check_duration
-            .histogram(labels, &series.check_duration);
+        if probed {
+            detail
+                .check_failures
+                .sample(labels, &[], series.check_failures.get());
+            detail
+                .check_up_down
+                .sample(labels, &[], series.check_up_down.get());
+            detail
+                .check_duration
+                .histogram(labels, &series.check_duration);
+        }
     }
 
     fn into_chunks(self) -> Vec<Vec<u8>> {
@@ -394,5 +400,35 @@ mod tests {
         assert!(lean.contains("berth_server_up{"));
         assert!(lean.contains("berth_server_info{"));
         assert!(lean.contains("berth_service_request_duration_seconds_bucket{"));
+    }
+
+    #[test]
+    fn backends_without_probes_have_no_check_series() {
+        let mut quiet = service("quiet", &["quiet.test"], "/");
+        quiet.backends = vec![BackendSpec::new("10.0.0.9:80".parse().unwrap())];
+        quiet.policy.health_check.kind = Some(ProbeKind::None);
+        let mut probed = service("probed", &["probed.test"], "/");
+        probed.backends = vec![BackendSpec::new("10.0.0.8:80".parse().unwrap())];
+        let table = RouteTable::compile(
+            &Snapshot {
+                services: vec![quiet, probed],
+                defaults: None,
+            },
+            &PolicyLayer::default(),
+            &[ListenerConfig::new("main", "127.0.0.1:0".parse().unwrap())],
+            &DomainSet::default(),
+            &RouteTable::default(),
+            &ProbeCache::default(),
+        );
+        let full = text(&table, MetricsDetail::Full);
+        for family in [
+            "berth_server_check_failures_total{",
+            "berth_server_check_up_down_total{",
+            "berth_server_check_duration_seconds_count{",
+        ] {
+            assert!(full.contains(&format!("{family}server=\"10.0.0.8:80\"")));
+            assert!(!full.contains(&format!("{family}server=\"10.0.0.9:80\"")));
+        }
+        assert!(full.contains("berth_server_request_duration_seconds_count{server=\"10.0.0.9:80\""));
     }
 }
