@@ -181,7 +181,7 @@ fn bench_select(c: &mut Criterion) {
     let mut spec = service("sticky", vec!["s.example.com".into()], "/", 3);
     spec.policy.sticky_cookie = Some("SRV".into());
     let upstream = build(spec, &probes);
-    let id = upstream.member(1).cookie_id.clone();
+    let id = upstream.member(1).cookie_id();
     assert_eq!(upstream.sticky_member(id.as_bytes(), &[]), Some(1));
     group.bench_function("sticky_member_hit", |b| {
         b.iter(|| upstream.sticky_member(black_box(id.as_bytes()), &[]))
