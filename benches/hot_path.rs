@@ -51,7 +51,7 @@ fn service(name: &str, domains: Vec<String>, prefix: &str, backends: usize) -> S
 /// The upstream of `spec` with the built-in defaults, as the control plane would build it.
 fn build(spec: ServiceSpec, probes: &ProbeCache) -> Upstream {
     let policy = spec.policy.resolve();
-    Upstream::build(spec, policy, None, probes)
+    Upstream::build(spec, Arc::new(policy), None, probes)
 }
 
 fn listener() -> ListenerConfig {

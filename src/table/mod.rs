@@ -136,8 +136,15 @@ impl RouteTable {
             listeners: listeners.iter().map(|_| HostRouter::default()).collect(),
             served_on: Vec::with_capacity(snapshot.services.len()),
         };
+        // Services mostly resolve to the same policy as the one before them: they share it.
+        let mut last_policy: Option<Arc<Policy>> = None;
         for spec in &snapshot.services {
-            let policy = spec.policy.over(defaults).resolve();
+            let resolved = spec.policy.over(defaults).resolve();
+            let policy = match last_policy {
+                Some(last) if *last == resolved => last,
+                _ => Arc::new(resolved),
+            };
+            last_policy = Some(Arc::clone(&policy));
             let old = previous.upstream(&spec.name);
             let upstream = match old {
                 Some(old) if old.spec == *spec && old.policy == policy => Arc::clone(old),

@@ -55,7 +55,8 @@ pub struct Upstream {
     /// What the sources said.
     pub spec: ServiceSpec,
     /// The spec's policy with the defaults applied: what requests and probes run with.
-    pub policy: Policy,
+    /// Shared by the upstreams that resolve to the same policy (usually most of them).
+    pub policy: Arc<Policy>,
     members: Box<[Arc<Member>]>,
     /// Aligned with `members`.
     weights: Box<[u16]>,
@@ -73,7 +74,7 @@ impl Upstream {
     /// `previous` (the same service's last upstream) already had.
     pub fn build(
         spec: ServiceSpec,
-        policy: Policy,
+        policy: Arc<Policy>,
         previous: Option<&Upstream>,
         probes: &ProbeCache,
     ) -> Upstream {
@@ -362,7 +363,7 @@ mod tests {
             ..Policy::default()
         };
         tune(&mut policy);
-        Upstream::build(spec, policy, None, &ProbeCache::default())
+        Upstream::build(spec, Arc::new(policy), None, &ProbeCache::default())
     }
 
     /// Picks `n` times; `hold` keeps every pick in flight (a loaded service), else each is
