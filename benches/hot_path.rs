@@ -51,7 +51,7 @@ fn service(name: &str, domains: Vec<String>, prefix: &str, backends: usize) -> S
 /// The upstream of `spec` with the built-in defaults, as the control plane would build it.
 fn build(spec: ServiceSpec, probes: &ProbeCache) -> Upstream {
     let policy = spec.policy.resolve();
-    Upstream::build(spec, policy, None, probes)
+    Upstream::build(spec, Arc::new(policy), None, probes)
 }
 
 fn listener() -> ListenerConfig {
@@ -181,7 +181,7 @@ fn bench_select(c: &mut Criterion) {
     let mut spec = service("sticky", vec!["s.example.com".into()], "/", 3);
     spec.policy.sticky_cookie = Some("SRV".into());
     let upstream = build(spec, &probes);
-    let id = upstream.member(1).cookie_id.clone();
+    let id = upstream.member(1).cookie_id();
     assert_eq!(upstream.sticky_member(id.as_bytes(), &[]), Some(1));
     group.bench_function("sticky_member_hit", |b| {
         b.iter(|| upstream.sticky_member(black_box(id.as_bytes()), &[]))

@@ -163,6 +163,8 @@ impl App {
             config.listeners.clone(),
             config.internal_domains.clone(),
         );
+        // The first table is built: what loading and compiling it left behind is free.
+        crate::ops::memory::release_freed();
         server.add_service(background_service("control plane", controller));
         server.add_service(background_service(
             "health checks",

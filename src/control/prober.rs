@@ -55,7 +55,7 @@ impl BackgroundService for Prober {
                             tokio::spawn(async move {
                                 let _permit = permits.acquire_owned().await;
                                 let started = Instant::now();
-                                let result = probe.run(&member.backend).await;
+                                let result = probe.run(&member.backend()).await;
                                 member.apply_probe(result, started.elapsed(), &probe.spec);
                             });
                         }

@@ -28,7 +28,8 @@ pub struct PassiveState {
     /// Ejections since the backend last proved itself: each doubles the next one.
     streak: AtomicU32,
     probation: AtomicBool,
-    last: Mutex<Option<Ejection>>,
+    /// Boxed: most backends are never ejected, and there is a state per backend.
+    last: Mutex<Option<Box<Ejection>>>,
 }
 
 impl PassiveState {
@@ -54,7 +55,11 @@ impl PassiveState {
         if !self.is_ejected(now) {
             return None;
         }
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            .cloned()
     }
 
     /// A request succeeded: the failure streak ends, and a backend on probation is back.
@@ -87,10 +92,10 @@ impl PassiveState {
             .min(spec.max_ejection);
         self.consecutive_failures.store(0, Relaxed);
         self.probation.store(true, Relaxed);
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ejection {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(Ejection {
             reason,
             until: SystemTime::now() + length,
-        });
+        }));
         self.ejected_until
             .store(nanos_since_epoch(now + length), Relaxed);
         length

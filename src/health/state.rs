@@ -61,7 +61,8 @@ pub struct HealthState {
     status: AtomicU8,
     passes: AtomicU32,
     failures: AtomicU32,
-    last: Mutex<Option<ProbeOutcome>>,
+    /// Boxed: a backend without probes never has one, and there is a state per backend.
+    last: Mutex<Option<Box<ProbeOutcome>>>,
     /// Earliest next probe, in nanoseconds since [`epoch`].
     next_probe: AtomicU64,
     probing: AtomicBool,
@@ -91,7 +92,11 @@ impl HealthState {
     }
 
     pub fn last_probe(&self) -> Option<ProbeOutcome> {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            .cloned()
     }
 
     /// Applies one probe result; returns the new status if it changed.
@@ -132,7 +137,11 @@ impl HealthState {
     }
 
     pub fn record(&self, outcome: ProbeOutcome) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.as_deref_mut() {
+            Some(previous) => *previous = outcome,
+            None => *last = Some(Box::new(outcome)),
+        }
     }
 
     /// Claims the next probe if it is due; otherwise says when it will be.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 
 use super::label::label_pair;
 
@@ -161,33 +161,37 @@ impl Histogram {
 /// scan of the few combinations a series actually sees; a miss takes the slow path once.
 /// Cardinality is bounded by the keys: codes 100..=599 or `other`, a fixed set of methods.
 pub struct LabelledCounters<K> {
-    entries: ArcSwap<Vec<(K, Arc<Counter>)>>,
+    /// `None` until the first count: a series per backend that never served a request holds
+    /// no list.
+    entries: ArcSwapOption<Vec<(K, Arc<Counter>)>>,
 }
 
 impl<K> Default for LabelledCounters<K> {
     fn default() -> Self {
         Self {
-            entries: ArcSwap::from_pointee(Vec::new()),
+            entries: ArcSwapOption::empty(),
         }
     }
 }
 
 impl<K: Copy + Eq> LabelledCounters<K> {
     pub fn inc(&self, key: K) {
-        if let Some((_, counter)) = self.entries.load().iter().find(|(k, _)| *k == key) {
-            counter.inc();
-            return;
+        if let Some(entries) = &*self.entries.load() {
+            if let Some((_, counter)) = entries.iter().find(|(k, _)| *k == key) {
+                counter.inc();
+                return;
+            }
         }
         let counter = Arc::new(Counter::default());
         counter.inc();
         self.entries.rcu(|entries| {
-            let mut entries = Vec::clone(entries);
+            let mut entries = entries.as_deref().cloned().unwrap_or_default();
             match entries.iter().find(|(k, _)| *k == key) {
                 // Another thread added the key first: count there instead.
                 Some((_, existing)) => existing.inc(),
                 None => entries.push((key, Arc::clone(&counter))),
             }
-            entries
+            Some(Arc::new(entries))
         });
     }
 
@@ -200,8 +204,10 @@ impl<K: Copy + Eq> LabelledCounters<K> {
 
     /// Calls `f` with every key seen so far and its count, without allocating.
     pub fn for_each(&self, mut f: impl FnMut(K, u64)) {
-        for (k, counter) in self.entries.load().iter() {
-            f(*k, counter.get());
+        if let Some(entries) = &*self.entries.load() {
+            for (k, counter) in entries.iter() {
+                f(*k, counter.get());
+            }
         }
     }
 }

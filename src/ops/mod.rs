@@ -8,6 +8,7 @@ pub mod admin_client;
 pub mod exposition;
 pub mod lifecycle;
 pub mod logging;
+pub mod memory;
 pub mod present;
 pub mod readiness;
 pub mod routes_api;

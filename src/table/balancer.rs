@@ -32,7 +32,7 @@ fn weighted(members: &[Arc<Member>], backends: &[BackendSpec]) -> BTreeSet<Backe
         .iter()
         .zip(backends)
         .map(|(member, spec)| {
-            let mut b = member.backend.clone();
+            let mut b = member.backend();
             b.weight = usize::from(spec.weight);
             b
         })

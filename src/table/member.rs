@@ -1,6 +1,7 @@
 //! One backend of one service: its address, identity, health and metric handles.
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,15 +21,13 @@ use crate::spec::{Admission, BackendIdentity, BackendSpec};
 pub type MemberIndex = u32;
 
 /// One backend of one service. Shared by every route-table version that routes to it, so its
-/// health, in-flight count and metrics survive reloads and discovery updates.
+/// health, in-flight count and metrics survive reloads and discovery updates. There is one per
+/// backend (30,000 at scale), so what can be derived from `addr` and `identity` is derived on
+/// use rather than stored.
 pub struct Member {
     pub service: Arc<str>,
     pub addr: SocketAddr,
-    pub identity: BackendIdentity,
-    /// The value of the sticky cookie that pins a client to this backend.
-    pub cookie_id: Box<str>,
-    /// The probe target, in the form Pingora's health checks take.
-    pub backend: Backend,
+    pub identity: Identity,
     pub health: HealthState,
     pub passive: PassiveState,
     admission: AtomicU8,
@@ -91,12 +90,6 @@ impl Member {
         Member {
             service: Arc::clone(service),
             addr: backend.addr,
-            cookie_id: cookie_id(backend).into(),
-            backend: Backend {
-                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(backend.addr),
-                weight: 1,
-                ext: Default::default(),
-            },
             health: HealthState::joining(health_check),
             passive: PassiveState::default(),
             admission: AtomicU8::new(admission_code(&backend.admission)),
@@ -108,7 +101,31 @@ impl Member {
             latency: PeakEwma::default(),
             series,
             info_labels: info_labels.into(),
-            identity: backend.identity.clone(),
+            identity: Identity::of(&backend.identity),
+        }
+    }
+
+    /// The probe target, in the form Pingora's balancers and health checks take.
+    pub fn backend(&self) -> Backend {
+        Backend {
+            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(self.addr),
+            weight: 1,
+            ext: Default::default(),
+        }
+    }
+
+    /// The value of the sticky cookie that pins a client to this backend: the instance id
+    /// for discovered backends (acsrouting's `CONTAINERID` cookie); for static backends a
+    /// stable hash of the address, so cookies survive restarts without revealing the address.
+    pub fn cookie_id(&self) -> String {
+        match &self.identity.id {
+            Some(id) => id.clone(),
+            None => {
+                use std::hash::Hasher;
+                let mut hasher = fnv::FnvHasher::default();
+                hasher.write(self.addr.to_string().as_bytes());
+                format!("{:016x}", hasher.finish())
+            }
         }
     }
 
@@ -204,17 +221,26 @@ impl Member {
     }
 }
 
-/// The instance id for discovered backends (acsrouting's `CONTAINERID` cookie); for static
-/// backends a stable hash of the address, so cookies survive restarts without revealing the
-/// address.
-fn cookie_id(backend: &BackendSpec) -> String {
-    match &backend.identity.id {
-        Some(id) => id.clone(),
-        None => {
-            use std::hash::Hasher;
-            let mut hasher = fnv::FnvHasher::default();
-            hasher.write(backend.addr.to_string().as_bytes());
-            format!("{:016x}", hasher.finish())
-        }
+/// Who a backend is, as its source said. Static backends have no identity: they hold no
+/// allocation for one and read as [`BackendIdentity::default`].
+pub struct Identity(Option<Box<BackendIdentity>>);
+
+static ANONYMOUS: BackendIdentity = BackendIdentity {
+    id: None,
+    name: None,
+    placement: None,
+};
+
+impl Identity {
+    fn of(identity: &BackendIdentity) -> Identity {
+        Identity((*identity != ANONYMOUS).then(|| Box::new(identity.clone())))
+    }
+}
+
+impl Deref for Identity {
+    type Target = BackendIdentity;
+
+    fn deref(&self) -> &BackendIdentity {
+        self.0.as_deref().unwrap_or(&ANONYMOUS)
     }
 }

@@ -36,6 +36,11 @@ impl Routes {
             .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
     }
 
+    /// Gives back the spare capacity of growing: a host usually has a single route.
+    fn shrink(&mut self) {
+        self.0.shrink_to_fit();
+    }
+
     fn find(&self, path: &[u8]) -> Option<u32> {
         self.0
             .iter()
@@ -70,6 +75,14 @@ impl HostRouter {
             self.exact.entry(domain.into()).or_default()
         };
         routes.insert(prefix, upstream);
+    }
+
+    /// Called once every route is in.
+    fn shrink(&mut self) {
+        for routes in self.exact.values_mut().chain(self.wildcard.values_mut()) {
+            routes.shrink();
+        }
+        self.catch_all.shrink();
     }
 
     /// Exact host first, then wildcards from the longest suffix, then the catch-all; the first
@@ -136,8 +149,15 @@ impl RouteTable {
             listeners: listeners.iter().map(|_| HostRouter::default()).collect(),
             served_on: Vec::with_capacity(snapshot.services.len()),
         };
+        // Services mostly resolve to the same policy as the one before them: they share it.
+        let mut last_policy: Option<Arc<Policy>> = None;
         for spec in &snapshot.services {
-            let policy = spec.policy.over(defaults).resolve();
+            let resolved = spec.policy.over(defaults).resolve();
+            let policy = match last_policy {
+                Some(last) if *last == resolved => last,
+                _ => Arc::new(resolved),
+            };
+            last_policy = Some(Arc::clone(&policy));
             let old = previous.upstream(&spec.name);
             let upstream = match old {
                 Some(old) if old.spec == *spec && old.policy == policy => Arc::clone(old),
@@ -168,6 +188,7 @@ impl RouteTable {
             table.upstreams.push(upstream);
             table.served_on.push(served_on.into());
         }
+        table.listeners.iter_mut().for_each(HostRouter::shrink);
         table
     }
 

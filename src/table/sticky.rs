@@ -21,18 +21,19 @@ impl Sticky {
         let Some(name) = cookie_name else {
             return Sticky::default();
         };
+        let ids: Vec<String> = members.iter().map(|m| m.cookie_id()).collect();
         Sticky {
-            by_cookie: members
+            set_cookies: ids
                 .iter()
-                .enumerate()
-                .map(|(i, m)| (m.cookie_id.as_bytes().into(), i as MemberIndex))
-                .collect(),
-            set_cookies: members
-                .iter()
-                .map(|m| {
-                    HeaderValue::from_str(&format!("{name}={}; path=/", m.cookie_id))
+                .map(|id| {
+                    HeaderValue::from_str(&format!("{name}={id}; path=/"))
                         .expect("cookie names and ids are validated tokens")
                 })
+                .collect(),
+            by_cookie: ids
+                .into_iter()
+                .enumerate()
+                .map(|(i, id)| (id.into_bytes().into(), i as MemberIndex))
                 .collect(),
         }
     }

@@ -55,11 +55,12 @@ pub struct Upstream {
     /// What the sources said.
     pub spec: ServiceSpec,
     /// The spec's policy with the defaults applied: what requests and probes run with.
-    pub policy: Policy,
+    /// Shared by the upstreams that resolve to the same policy (usually most of them).
+    pub policy: Arc<Policy>,
     members: Box<[Arc<Member>]>,
     /// Aligned with `members`.
     weights: Box<[u16]>,
-    by_addr: FxHashMap<SocketAddr, MemberIndex>,
+    by_addr: AddrIndex,
     sticky: Sticky,
     selector: Selector,
     probe: Option<Arc<Probe>>,
@@ -73,7 +74,7 @@ impl Upstream {
     /// `previous` (the same service's last upstream) already had.
     pub fn build(
         spec: ServiceSpec,
-        policy: Policy,
+        policy: Arc<Policy>,
         previous: Option<&Upstream>,
         probes: &ProbeCache,
     ) -> Upstream {
@@ -83,11 +84,7 @@ impl Upstream {
             .iter()
             .map(|backend| member(&name, &policy, backend, previous))
             .collect();
-        let by_addr = members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.addr, i as MemberIndex))
-            .collect();
+        let by_addr = AddrIndex::new(&members);
         let probe_host = spec
             .domains
             .iter()
@@ -115,7 +112,7 @@ impl Upstream {
     }
 
     fn member_at(&self, addr: SocketAddr) -> Option<&Arc<Member>> {
-        Some(&self.members[*self.by_addr.get(&addr)? as usize])
+        Some(&self.members[self.by_addr.find(&self.members, addr)? as usize])
     }
 
     /// The member `previous` had for this backend: same address and same instance.
@@ -235,7 +232,7 @@ impl Upstream {
     }
 
     fn index_of(&self, backend: &Backend) -> Option<MemberIndex> {
-        self.by_addr.get(backend.addr.as_inet()?).copied()
+        self.by_addr.find(&self.members, *backend.addr.as_inet()?)
     }
 
     /// Whether any backend could take a retry.
@@ -308,6 +305,41 @@ impl Upstream {
     }
 }
 
+/// Up to this many members, finding one by address scans them: faster than hashing, and no
+/// map per service (most have a few backends).
+const SCAN_UP_TO: usize = 8;
+
+/// Finds a member's index by its address.
+enum AddrIndex {
+    Scan,
+    Map(FxHashMap<SocketAddr, MemberIndex>),
+}
+
+impl AddrIndex {
+    fn new(members: &[Arc<Member>]) -> AddrIndex {
+        if members.len() <= SCAN_UP_TO {
+            return AddrIndex::Scan;
+        }
+        AddrIndex::Map(
+            members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.addr, i as MemberIndex))
+                .collect(),
+        )
+    }
+
+    fn find(&self, members: &[Arc<Member>], addr: SocketAddr) -> Option<MemberIndex> {
+        match self {
+            AddrIndex::Scan => members
+                .iter()
+                .position(|m| m.addr == addr)
+                .map(|i| i as MemberIndex),
+            AddrIndex::Map(map) => map.get(&addr).copied(),
+        }
+    }
+}
+
 /// The member for `backend`: `previous`'s if it had this very backend, else a new one.
 fn member(
     service: &Arc<str>,
@@ -362,7 +394,7 @@ mod tests {
             ..Policy::default()
         };
         tune(&mut policy);
-        Upstream::build(spec, policy, None, &ProbeCache::default())
+        Upstream::build(spec, Arc::new(policy), None, &ProbeCache::default())
     }
 
     /// Picks `n` times; `hold` keeps every pick in flight (a loaded service), else each is
@@ -415,6 +447,16 @@ mod tests {
         for algorithm in [Algorithm::P2c, Algorithm::Ewma] {
             let u = upstream(&[1, 2, 3], |p| p.algorithm = algorithm);
             assert_near(&shares(&u, 600, true), &ONE_TWO_THREE, 0.05);
+        }
+    }
+
+    #[test]
+    fn members_are_found_by_address_with_few_or_many_backends() {
+        for n in [3, SCAN_UP_TO + 4] {
+            let u = upstream(&vec![1; n], |p| p.algorithm = Algorithm::RoundRobin);
+            assert_eq!(shares(&u, n * 10, false), vec![10; n], "{n} backends");
+            let last = BackendSpec::new(u.member(n as MemberIndex - 1).addr);
+            assert!(u.member_for(&last).is_some(), "{n} backends");
         }
     }
 
