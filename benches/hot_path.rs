@@ -51,7 +51,7 @@ fn service(name: &str, domains: Vec<String>, prefix: &str, backends: usize) -> S
 /// The upstream of `spec` with the built-in defaults, as the control plane would build it.
 fn build(spec: ServiceSpec, probes: &ProbeCache) -> Upstream {
     let policy = spec.policy.resolve();
-    Upstream::build(spec, Arc::new(policy), None, probes)
+    Upstream::build(Arc::new(spec), Arc::new(policy), None, probes)
 }
 
 fn listener() -> ListenerConfig {
@@ -86,10 +86,7 @@ fn route_table() -> RouteTable {
         ));
     }
     RouteTable::compile(
-        &Snapshot {
-            services,
-            defaults: None,
-        },
+        &Snapshot::of(services, None),
         &PolicyLayer::default(),
         &[listener()],
         &DomainSet::default(),
@@ -281,19 +278,17 @@ fn bench_metrics(c: &mut Criterion) {
 /// A table of `services` services with 3 backends each, every one of which has served a request.
 fn served_table(services: usize, elapsed: Duration) -> RouteTable {
     let table = RouteTable::compile(
-        &Snapshot {
-            services: (0..services)
-                .map(|i| {
-                    service(
-                        &format!("svc-{i}"),
-                        vec![format!("s{i}.example.com")],
-                        "/",
-                        3,
-                    )
-                })
-                .collect(),
-            defaults: None,
-        },
+        &Snapshot::of(
+            (0..services).map(|i| {
+                service(
+                    &format!("svc-{i}"),
+                    vec![format!("s{i}.example.com")],
+                    "/",
+                    3,
+                )
+            }),
+            None,
+        ),
         &PolicyLayer::default(),
         &[listener()],
         &DomainSet::default(),

@@ -51,8 +51,8 @@ impl ShutdownSignalWatch for StopWhenTold {
 fn routes_to(backend: &Whoami) -> Snapshot {
     let mut policy = PolicyLayer::default();
     policy.health_check.kind = Some(berth::spec::policy::ProbeKind::None);
-    Snapshot {
-        services: vec![ServiceSpec {
+    Snapshot::of(
+        vec![ServiceSpec {
             name: "scripted".into(),
             domains: vec!["scripted.test".into()],
             path_prefix: "/".into(),
@@ -61,8 +61,8 @@ fn routes_to(backend: &Whoami) -> Snapshot {
             backends: vec![BackendSpec::new(backend.addr)],
             source: SourceKind::Docker,
         }],
-        defaults: None,
-    }
+        None,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,9 @@
 //! loses only that route, with a warning. The first source that sets `defaults` sets them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use crate::spec::{PolicyLayer, Snapshot, SourceKind};
+use crate::spec::{PolicyLayer, ServiceSpec, Snapshot, SourceKind};
 
 pub struct Merged {
     pub snapshot: Snapshot,
@@ -21,18 +22,20 @@ fn owner(kind: SourceKind) -> &'static str {
     }
 }
 
+/// Merges `sources`, sharing every spec it keeps as it is (most of them: a conflict or a
+/// name taken by an earlier source is what makes a copy).
 pub fn merge(sources: &[&Snapshot]) -> Merged {
     let mut warnings = Vec::new();
     // (domain, path prefix) -> (source, service name) of the route's owner.
-    let mut claimed: HashMap<(String, String), (SourceKind, String)> = HashMap::new();
+    let mut claimed: HashMap<(&str, &str), (SourceKind, &str)> = HashMap::new();
     let mut names: HashSet<String> = HashSet::new();
     let mut services = Vec::new();
     for snapshot in sources {
         let mut own_claims = Vec::new();
         for service in &snapshot.services {
-            let mut kept = service.clone();
-            kept.domains.retain(|domain| {
-                let route = (domain.clone(), service.path_prefix.clone());
+            let mut lost = Vec::new();
+            for domain in &service.domains {
+                let route = (domain.as_str(), service.path_prefix.as_str());
                 match claimed.get(&route) {
                     Some((kind, name)) => {
                         warnings.push(format!(
@@ -44,20 +47,27 @@ pub fn merge(sources: &[&Snapshot]) -> Merged {
                             owner(*kind),
                             owner(*kind),
                         ));
-                        false
+                        lost.push(domain.as_str());
                     }
-                    None => {
-                        own_claims.push((route, (service.source, service.name.clone())));
-                        true
-                    }
+                    None => own_claims.push((route, (service.source, service.name.as_str()))),
                 }
-            });
-            if kept.domains.is_empty() {
+            }
+            if lost.len() == service.domains.len() {
                 continue;
             }
-            if names.contains(&kept.name) {
-                kept.name = format!("{}@{}", kept.name, kept.source.as_str());
-            }
+            let renamed = names
+                .contains(&service.name)
+                .then(|| format!("{}@{}", service.name, service.source.as_str()));
+            let kept = if lost.is_empty() && renamed.is_none() {
+                Arc::clone(service)
+            } else {
+                let mut copy = ServiceSpec::clone(service);
+                copy.domains.retain(|d| !lost.contains(&d.as_str()));
+                if let Some(name) = renamed {
+                    copy.name = name;
+                }
+                Arc::new(copy)
+            };
             names.insert(kept.name.clone());
             services.push(kept);
         }
@@ -79,16 +89,13 @@ mod tests {
     use crate::table::tests::service;
 
     fn from(kind: SourceKind, services: Vec<ServiceSpec>) -> Snapshot {
-        Snapshot {
-            services: services
-                .into_iter()
-                .map(|mut s| {
-                    s.source = kind;
-                    s
-                })
-                .collect(),
-            defaults: None,
-        }
+        Snapshot::of(
+            services.into_iter().map(|mut s| {
+                s.source = kind;
+                s
+            }),
+            None,
+        )
     }
 
     fn names(merged: &Merged) -> Vec<&str> {

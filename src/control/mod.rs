@@ -126,13 +126,13 @@ mod tests {
         let metrics = Metrics::new();
         let wake = Arc::new(Notify::new());
         let live = Arc::new(LiveTable::default());
-        let file = Snapshot {
-            services: vec![service("a", &["a.test"], "/")],
-            defaults: Some(PolicyLayer {
+        let file = Snapshot::of(
+            vec![service("a", &["a.test"], "/")],
+            Some(PolicyLayer {
                 retries: Some(4),
                 ..PolicyLayer::default()
             }),
-        };
+        );
         let (_file_feed, file_reader) =
             channel(SourceKind::File, Some(file), wake.clone(), metrics.clone());
         let (docker_feed, docker_reader) =
@@ -149,10 +149,7 @@ mod tests {
 
         let mut b = service("b", &["b.test", "a.test"], "/");
         b.source = SourceKind::Docker;
-        docker_feed.publish(Snapshot {
-            services: vec![b],
-            defaults: None,
-        });
+        docker_feed.publish(Snapshot::of(vec![b], None));
         controller.rebuild("test");
         assert!(live.is_complete());
         assert_eq!(routed(&live, "b.test").as_deref(), Some("b"));

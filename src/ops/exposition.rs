@@ -313,10 +313,7 @@ mod tests {
         let mut api = service("api", &["api.test"], "/");
         api.backends = backends;
         RouteTable::compile(
-            &Snapshot {
-                services: vec![api],
-                defaults: None,
-            },
+            &Snapshot::of(vec![api], None),
             &PolicyLayer::default(),
             &[ListenerConfig::new("main", "127.0.0.1:0".parse().unwrap())],
             &DomainSet::default(),
@@ -410,10 +407,7 @@ mod tests {
         let mut probed = service("probed", &["probed.test"], "/");
         probed.backends = vec![BackendSpec::new("10.0.0.8:80".parse().unwrap())];
         let table = RouteTable::compile(
-            &Snapshot {
-                services: vec![quiet, probed],
-                defaults: None,
-            },
+            &Snapshot::of(vec![quiet, probed], None),
             &PolicyLayer::default(),
             &[ListenerConfig::new("main", "127.0.0.1:0".parse().unwrap())],
             &DomainSet::default(),

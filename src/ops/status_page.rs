@@ -636,10 +636,10 @@ mod tests {
         }];
         evil.policy.health_check.path = Some("/'probe'&".into());
         RouteTable::compile(
-            &Snapshot {
-                services: vec![service("api", &["api.test", "*.api.test"], "/"), evil],
-                defaults: None,
-            },
+            &Snapshot::of(
+                vec![service("api", &["api.test", "*.api.test"], "/"), evil],
+                None,
+            ),
             &PolicyLayer::default(),
             &[ListenerConfig::new("main", "127.0.0.1:0".parse().unwrap())],
             &DomainSet::default(),
@@ -676,10 +676,7 @@ mod tests {
         web.backends[1].admission = crate::spec::Admission::Held(PlatformHealth::Unhealthy);
         web.backends[2].admission = crate::spec::Admission::Held(PlatformHealth::Starting);
         let table = RouteTable::compile(
-            &Snapshot {
-                services: vec![web],
-                defaults: None,
-            },
+            &Snapshot::of(vec![web], None),
             &PolicyLayer::default(),
             &[],
             &DomainSet::default(),

@@ -237,13 +237,12 @@ mod tests {
 
     fn table(names: &[&str], previous: &RouteTable) -> RouteTable {
         RouteTable::compile(
-            &Snapshot {
-                services: names
+            &Snapshot::of(
+                names
                     .iter()
-                    .map(|n| service(n, &[&format!("{n}.test")], "/"))
-                    .collect(),
-                defaults: None,
-            },
+                    .map(|n| service(n, &[&format!("{n}.test")], "/")),
+                None,
+            ),
             &PolicyLayer::default(),
             &[ListenerConfig::new("main", "127.0.0.1:0".parse().unwrap())],
             &DomainSet::default(),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_yaml_ng::{Mapping, Value};
 
@@ -74,7 +75,9 @@ fn file_service_from(service: Mapping) -> Result<ServiceSpec, String> {
         .unwrap()
         .block_on(services.resolve())
         .map_err(|e| e.message)?;
-    Ok(snapshot.services.into_iter().next().unwrap())
+    Ok(Arc::unwrap_or_clone(
+        snapshot.services.into_iter().next().unwrap(),
+    ))
 }
 
 fn container(labels: Settings) -> Instance {
@@ -101,7 +104,9 @@ fn label_service(labels: Settings) -> Result<ServiceSpec, String> {
     parse_instance(&instance, &prefixes, None).map_err(|e| e.problem)?;
     let (snapshot, warnings) = build_snapshot(&[&instance], &prefixes, None, SourceKind::Docker);
     assert!(warnings.is_empty(), "{warnings:?}");
-    Ok(snapshot.services.into_iter().next().unwrap())
+    Ok(Arc::unwrap_or_clone(
+        snapshot.services.into_iter().next().unwrap(),
+    ))
 }
 
 #[test]

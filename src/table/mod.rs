@@ -162,7 +162,7 @@ impl RouteTable {
             let upstream = match old {
                 Some(old) if old.spec == *spec && old.policy == policy => Arc::clone(old),
                 _ => Arc::new(Upstream::build(
-                    spec.clone(),
+                    Arc::clone(spec),
                     policy,
                     old.map(Arc::as_ref),
                     probes,
@@ -232,10 +232,7 @@ pub(crate) mod tests {
     }
 
     fn snapshot(services: Vec<ServiceSpec>) -> Snapshot {
-        Snapshot {
-            services,
-            defaults: None,
-        }
+        Snapshot::of(services, None)
     }
 
     fn listener(name: &str) -> ListenerConfig {

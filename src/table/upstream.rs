@@ -52,8 +52,8 @@ impl Standing {
 }
 
 pub struct Upstream {
-    /// What the sources said.
-    pub spec: ServiceSpec,
+    /// What the sources said (the merged snapshot's spec itself, not a copy).
+    pub spec: Arc<ServiceSpec>,
     /// The spec's policy with the defaults applied: what requests and probes run with.
     /// Shared by the upstreams that resolve to the same policy (usually most of them).
     pub policy: Arc<Policy>,
@@ -73,7 +73,7 @@ impl Upstream {
     /// Builds the upstream for `spec`, keeping the health and metrics of every backend that
     /// `previous` (the same service's last upstream) already had.
     pub fn build(
-        spec: ServiceSpec,
+        spec: Arc<ServiceSpec>,
         policy: Arc<Policy>,
         previous: Option<&Upstream>,
         probes: &ProbeCache,
@@ -394,7 +394,12 @@ mod tests {
             ..Policy::default()
         };
         tune(&mut policy);
-        Upstream::build(spec, Arc::new(policy), None, &ProbeCache::default())
+        Upstream::build(
+            Arc::new(spec),
+            Arc::new(policy),
+            None,
+            &ProbeCache::default(),
+        )
     }
 
     /// Picks `n` times; `hold` keeps every pick in flight (a loaded service), else each is

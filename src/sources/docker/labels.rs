@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use crate::spec::hostname::parse_domain_pattern;
 use crate::spec::policy::{self, HealthCheckLayer, ProbeKind};
@@ -445,7 +446,13 @@ pub fn build_snapshot(
     let services = groups
         .into_iter()
         .map(|((domain, path_prefix), members)| {
-            service(domain, path_prefix, &members, source, &mut warnings)
+            Arc::new(service(
+                domain,
+                path_prefix,
+                &members,
+                source,
+                &mut warnings,
+            ))
         })
         .collect();
     (
