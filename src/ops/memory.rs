@@ -1,5 +1,5 @@
-//! Handing memory the process has freed back to the system, at the one moment a lot of it is
-//! free at once: after the first route table.
+//! Handing memory the process has freed back to the system, at the moments a lot of it is
+//! free at once: after the first route table, and after each config file (re)load.
 //!
 //! Loading a large config and compiling its table leave tens of megabytes of freed
 //! temporaries (the parsed file, the merged snapshot). mimalloc, berth's allocator (`main.rs`),

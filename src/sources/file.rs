@@ -83,6 +83,9 @@ impl FileServices {
     pub async fn resolve(self) -> Result<Snapshot, ConfigError> {
         let mut services = Vec::with_capacity(self.services.len());
         for Draft { mut spec, backends } in self.services {
+            // Exact when every address is an IP (a name may add more): the spec is kept for
+            // as long as the service is routed, 10,000 of them at scale.
+            spec.backends.reserve_exact(backends.len());
             for backend in backends {
                 let fail = |message| ConfigError::at(&self.file, backend.key.clone(), message);
                 for addr in resolve(&backend.address).await.map_err(fail)? {
@@ -91,7 +94,7 @@ impl FileServices {
                     spec.add_backend(spec_backend).map_err(fail)?;
                 }
             }
-            services.push(spec);
+            services.push(Arc::new(spec));
         }
         Ok(Snapshot {
             services,
@@ -372,6 +375,8 @@ impl FileSource {
                 self.metrics.config_reload(false);
             }
         }
+        // Parsing a large file leaves tens of megabytes freed; an idle berth would keep them.
+        crate::ops::memory::release_freed();
     }
 
     async fn parse(&self, text: &[u8]) -> Result<Loaded, String> {
