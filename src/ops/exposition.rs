@@ -248,24 +248,22 @@ impl ServerFamilies {
             .requests
             .for_each(|code, count| detail.requests.sample(labels, &[("code", code)], count));
         detail.open.sample(labels, &[], series.open.get());
-        detail
-            .connection_errors
-            .sample(labels, &[], series.connection_errors.get());
-        detail
-            .bytes_received
-            .sample(labels, &[], series.bytes_received.get());
-        detail
-            .bytes_sent
-            .sample(labels, &[], series.bytes_sent.get());
-        detail.ejections.sample(labels, &[], series.ejections.get());
+        for (family, counter) in [
+            (&mut detail.connection_errors, &series.connection_errors),
+            (&mut detail.bytes_received, &series.bytes_received),
+            (&mut detail.bytes_sent, &series.bytes_sent),
+            (&mut detail.ejections, &series.ejections),
+        ] {
+            family.sample(labels, &[], counter.get());
+        }
         detail.duration.histogram(labels, &series.duration);
         if probed {
-            detail
-                .check_failures
-                .sample(labels, &[], series.check_failures.get());
-            detail
-                .check_up_down
-                .sample(labels, &[], series.check_up_down.get());
+            for (family, counter) in [
+                (&mut detail.check_failures, &series.check_failures),
+                (&mut detail.check_up_down, &series.check_up_down),
+            ] {
+                family.sample(labels, &[], counter.get());
+            }
             detail
                 .check_duration
                 .histogram(labels, &series.check_duration);
