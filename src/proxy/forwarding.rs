@@ -67,7 +67,7 @@ impl Forwarding {
                 req.insert_header(FOR, chain)?;
             }
             Some(ip) => {
-                req.insert_header(FOR, ip.to_string())?;
+                req.insert_header(FOR, address_value(ip))?;
             }
             None => {
                 req.remove_header(FOR);
@@ -88,6 +88,17 @@ impl Forwarding {
         }
         Ok(())
     }
+}
+
+/// `ip` as a header value, formatted on the stack: `to_string` would allocate and grow a
+/// `String` that the header value then copies again.
+fn address_value(ip: IpAddr) -> HeaderValue {
+    // The longest address text, an IPv6 address with an embedded IPv4 one, is 45 bytes.
+    let mut buf = [0u8; 48];
+    let mut rest = &mut buf[..];
+    let _ = std::io::Write::write_fmt(&mut rest, format_args!("{ip}"));
+    let len = 48 - rest.len();
+    HeaderValue::from_bytes(&buf[..len]).expect("an IP address is a valid header value")
 }
 
 /// The client address appended to any `X-Forwarded-For` the request already carries.

@@ -589,6 +589,9 @@ impl ProxyHttp for Proxy {
         let code = aborted
             .or(written)
             .unwrap_or_else(|| e.map_or(0, client_closed_or_status));
+        // One clock read for every duration below.
+        let now = Instant::now();
+        let duration = now - ctx.started;
         if access_log::enabled() {
             let req = session.req_header();
             let route = ctx.route.as_ref();
@@ -602,7 +605,7 @@ impl ProxyHttp for Proxy {
                 aborted: aborted.is_some(),
                 service: route.map(|r| r.upstream.spec.name.as_str()),
                 backend: backend.map(|a| a as &dyn std::fmt::Display),
-                duration: ctx.started.elapsed(),
+                duration,
             });
         }
         if self.metrics.is_none() {
@@ -611,11 +614,10 @@ impl ProxyHttp for Proxy {
         let Some(route) = &ctx.route else {
             return;
         };
-        route.upstream.series.record_request(
-            code,
-            &session.req_header().method,
-            ctx.started.elapsed(),
-        );
+        route
+            .upstream
+            .series
+            .record_request(code, &session.req_header().method, duration);
         if let Some(index) = route.member().filter(|_| !ctx.body_too_large) {
             // Without a backend response, the body the client got is berth's error page.
             let received = if route.upstream_responded {
@@ -625,9 +627,7 @@ impl ProxyHttp for Proxy {
             };
             route.upstream.member(index).series.record_response(
                 code,
-                route
-                    .upstream_started
-                    .map_or(Duration::ZERO, |at| at.elapsed()),
+                route.upstream_started.map_or(Duration::ZERO, |at| now - at),
                 received,
                 session.body_bytes_read(),
             );

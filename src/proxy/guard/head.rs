@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Buf, BufMut, BytesMut};
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
@@ -30,13 +30,17 @@ use pingora_core::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant as TimerInstant, Sleep};
 
 use super::Listener;
 use crate::ops::access_log;
 
 /// Largest single read from the client while a head is held back.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Room made in the head buffer before a read: most heads fit, and an idle connection keeps
+/// no more than this.
+const READ_RESERVE: usize = 4 * 1024;
 
 /// After a refusal, how long the guard keeps reading (and discarding) what the client still
 /// sends before closing: closing with unread data would reset the connection, and the client
@@ -98,8 +102,13 @@ pub(super) struct HeadGuard {
     /// stay with the head, rather than being handed over early.
     fresh: bool,
     head_started: Instant,
-    timer: Pin<Box<Sleep>>,
+    /// What `due` is for.
     deadline: Deadline,
+    /// When the current deadline passes. The timer is moved only when it would otherwise fire
+    /// after `due`; one that fires early is moved on to `due` then. A keep-alive connection
+    /// thus touches the timer once per `keepalive_timeout`, not twice per request.
+    due: TimerInstant,
+    timer: Pin<Box<Sleep>>,
     /// Set (through a shared reference) once Pingora parsed the head.
     parsed: AtomicBool,
 }
@@ -133,8 +142,7 @@ impl HeadGuard {
     /// `accepted`: when the connection was accepted, which the first head's deadline counts
     /// from.
     pub(super) fn new(inner: Stream, listener: Arc<Listener>, accepted: Instant) -> HeadGuard {
-        let deadline =
-            tokio::time::Instant::from_std(accepted + listener.limits.request_header_timeout);
+        let due = TimerInstant::from_std(accepted + listener.limits.request_header_timeout);
         HeadGuard {
             inner,
             listener,
@@ -148,8 +156,9 @@ impl HeadGuard {
             head_started: accepted,
             // A new connection's first head is timed from the connection's start, as nginx
             // times `client_header_timeout`: connecting and sending nothing is not free.
-            timer: Box::pin(tokio::time::sleep_until(deadline)),
             deadline: Deadline::Head,
+            due,
+            timer: Box::pin(tokio::time::sleep_until(due)),
             parsed: AtomicBool::new(false),
         }
     }
@@ -159,11 +168,25 @@ impl HeadGuard {
         self.parsed.store(true, Ordering::Relaxed);
     }
 
-    fn arm(&mut self, deadline: Deadline, after: Duration) {
+    fn arm(&mut self, deadline: Deadline, due: TimerInstant) {
         self.deadline = deadline;
-        self.timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + after);
+        self.due = due;
+    }
+
+    /// Whether `due` has passed; if not, the task is woken when it does.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.due < self.timer.deadline() {
+            self.timer.as_mut().reset(self.due);
+        }
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if self.timer.deadline() >= self.due {
+                return true;
+            }
+            self.timer.as_mut().reset(self.due);
+        }
     }
 
     /// The previous request is over: what follows is the next head. Bytes already read past
@@ -179,11 +202,13 @@ impl HeadGuard {
         self.scanned = 0;
         self.started = false;
         self.fresh = false;
-        self.head_started = Instant::now();
+        let now = TimerInstant::now();
+        self.head_started = now.into_std();
+        let limits = &self.listener.limits;
         if self.seen > 0 {
-            self.arm(Deadline::Head, self.listener.limits.request_header_timeout);
+            self.arm(Deadline::Head, now + limits.request_header_timeout);
         } else {
-            self.arm(Deadline::Idle, self.listener.limits.keepalive_timeout);
+            self.arm(Deadline::Idle, now + limits.keepalive_timeout);
         }
     }
 
@@ -212,14 +237,14 @@ impl HeadGuard {
             written: 0,
             shut: false,
         };
-        self.arm(Deadline::Linger, LINGER);
+        self.arm(Deadline::Linger, TimerInstant::now() + LINGER);
     }
 
     /// Writes the refusal, closes the write side, and reads what the client still sends until
     /// it closes too or the linger ends; then reports the end of the stream.
     fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if self.timer.as_mut().poll(cx).is_ready() {
+            if self.expired(cx) {
                 self.mode = Mode::Closed;
                 return Poll::Ready(Ok(()));
             }
@@ -285,28 +310,36 @@ impl HeadGuard {
             return Poll::Ready(Ok(()));
         }
         let room = (max + 1 - self.seen).clamp(1, READ_CHUNK);
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut buf = ReadBuf::new(&mut chunk[..room]);
-        match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+        // Read straight into the head buffer's spare room: no zeroed scratch chunk, no copy.
+        self.pending.reserve(room.min(READ_RESERVE));
+        let read = tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.inner),
+            cx,
+            &mut (&mut self.pending).limit(room),
+        );
+        match read {
+            Poll::Ready(Ok(0)) => {
                 // The client closed. Whatever it sent of a head is no request: Pingora gets
                 // nothing and closes quietly.
                 self.pending.clear();
                 self.mode = Mode::Closed;
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Ok(())) => {
+            Poll::Ready(Ok(n)) => {
                 if self.seen == 0 && self.deadline == Deadline::Idle {
-                    self.head_started = Instant::now();
-                    self.arm(Deadline::Head, self.listener.limits.request_header_timeout);
+                    let now = TimerInstant::now();
+                    self.head_started = now.into_std();
+                    self.arm(
+                        Deadline::Head,
+                        now + self.listener.limits.request_header_timeout,
+                    );
                 }
-                self.seen += buf.filled().len();
-                self.pending.extend_from_slice(buf.filled());
+                self.seen += n;
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if self.deadline == Deadline::None || self.timer.as_mut().poll(cx).is_pending() {
+                if self.deadline == Deadline::None || !self.expired(cx) {
                     return Poll::Pending;
                 }
                 if self.seen == 0 {
@@ -387,7 +420,8 @@ impl AsyncRead for HeadGuard {
         loop {
             if this.deliverable > 0 {
                 let n = this.deliverable.min(out.remaining());
-                out.put_slice(&this.pending.split_to(n));
+                out.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
                 this.deliverable -= n;
                 this.scanned = this.scanned.saturating_sub(n);
                 return Poll::Ready(Ok(()));
