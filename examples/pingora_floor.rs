@@ -18,6 +18,12 @@
 //! TLS the plainest way Pingora offers (one certificate, `TlsSettings::intermediate`, h2 and
 //! http/1.1 by ALPN), where berth chooses certificates by SNI.
 //!
+//! Two switches add what any production Pingora proxy needs and berth asks of Pingora the
+//! same way, so the benchmark can say how much of berth's distance to the floor is Pingora's
+//! price for it: `--peer-timeouts` sets berth's default connect, read and idle timeouts on
+//! every peer (Pingora then times each upstream read), and `--forwarded-headers` sets
+//! `X-Forwarded-For`, `-Proto` and `-Host` with `RequestHeader::insert_header`.
+//!
 //! ```text
 //! cargo run --release --example pingora_floor -- \
 //!     --listen 127.0.0.1:8080 --route example.test=127.0.0.1:9001,127.0.0.1:9002
@@ -25,6 +31,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use clap::Parser;
@@ -36,6 +43,7 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
+use pingora_http::RequestHeader;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, LoadBalancer};
 use pingora_proxy::{ProxyHttp, ProxyServiceBuilder, Session};
@@ -67,6 +75,12 @@ struct Args {
     /// The private key of `--tls-cert` (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<String>,
+    /// Give every peer berth's default timeouts: connect 2 s, read 60 s, idle 60 s.
+    #[arg(long)]
+    peer_timeouts: bool,
+    /// Set X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host on the upstream request.
+    #[arg(long)]
+    forwarded_headers: bool,
 }
 
 fn parse_route(route: &str) -> Result<(String, Vec<SocketAddr>), String> {
@@ -82,6 +96,8 @@ fn parse_route(route: &str) -> Result<(String, Vec<SocketAddr>), String> {
 
 struct Floor {
     routes: HashMap<String, LoadBalancer<RoundRobin>>,
+    peer_timeouts: bool,
+    forwarded_headers: bool,
 }
 
 #[async_trait]
@@ -124,7 +140,36 @@ impl ProxyHttp for Floor {
         let backend = ctx
             .as_ref()
             .expect("request_filter answers every request it picks no backend for");
-        Ok(Box::new(HttpPeer::new(&backend.addr, false, String::new())))
+        let mut peer = HttpPeer::new(&backend.addr, false, String::new());
+        if self.peer_timeouts {
+            peer.options.connection_timeout = Some(Duration::from_secs(2));
+            peer.options.read_timeout = Some(Duration::from_secs(60));
+            peer.options.idle_timeout = Some(Duration::from_secs(60));
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut Option<Backend>,
+    ) -> Result<()> {
+        if !self.forwarded_headers {
+            return Ok(());
+        }
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        if let Some(client) = client {
+            upstream_request.insert_header("x-forwarded-for", client)?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
+            upstream_request.insert_header("x-forwarded-host", host)?;
+        }
+        Ok(())
     }
 }
 
@@ -151,7 +196,12 @@ fn main() {
     server.bootstrap();
     let mut options = HttpServerOptions::default();
     options.h2c = args.h2c;
-    let mut service = ProxyServiceBuilder::new(&server.configuration, Floor { routes })
+    let floor = Floor {
+        routes,
+        peer_timeouts: args.peer_timeouts,
+        forwarded_headers: args.forwarded_headers,
+    };
+    let mut service = ProxyServiceBuilder::new(&server.configuration, floor)
         .name("pingora floor")
         .server_options(options)
         .build();
