@@ -9,9 +9,9 @@ iteration of `rep movs`/`rep stos` (large memcpy/memset) as one instruction, and
 and system calls are not in it. It answers "how much work does berth add", bench/run.sh "how
 long does it take".
 
-Targets, each proxying the small scenario (13-byte answers from an nginx backend, keep-alive,
-wrk -c10) under callgrind; counters are zeroed after a warm-up and dumped after the measured
-run, so start-up is not counted:
+Targets, each proxying a scenario (`small`: 13-byte answers from an nginx backend; `16k`:
+16 KiB ones; keep-alive, wrk -c10) under callgrind; counters are zeroed after a warm-up and
+dumped after the measured run, so start-up is not counted:
   floor                the bare Pingora proxy (examples/pingora_floor.rs)
   floor+timeouts       the floor with berth's default peer timeouts (Pingora times each read)
   floor+pingora        and X-Forwarded-For/-Proto/-Host set with Pingora's insert_header:
@@ -24,7 +24,8 @@ Writes a markdown table (instructions per request, x floor, x floor+pingora) and
 where its instructions go (exclusive counts per function, per request) against floor+pingora
 for berth's targets and against the floor for the others, to target/bench-instructions/. Needs valgrind, nginx and wrk. Load goes only to 127.0.0.1.
 
-Usage: bench/instructions.py [--seconds 10] [--bin base=/tmp/berth-old] [--no-build]
+Usage: bench/instructions.py [--scenario small,16k] [--seconds 10] [--bin base=/tmp/berth-old]
+                             [--no-build]
 """
 import argparse
 import os
@@ -44,6 +45,7 @@ BASE_PORT = int(os.environ.get("BENCH_PORT_BASE", "18000")) + 400
 BACKENDS = (BASE_PORT + 1, BASE_PORT + 2)
 PROXY_PORT = BASE_PORT + 10
 ADMIN_PORT = BASE_PORT + 11
+SCENARIOS = {"small": "/", "16k": "/16k.bin"}
 
 
 def render(template, out, **values):
@@ -75,11 +77,11 @@ def wait_ok(url, proc, what, seconds=60):
     sys.exit(f"{what} did not answer 200 on {url}")
 
 
-def wrk(seconds, connections=10):
-    """Runs wrk against the proxy; returns (requests, non-2xx responses)."""
+def wrk(seconds, path, connections=10):
+    """Runs wrk against the proxy; returns (requests, non-2xx responses, socket errors)."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"Host: {HOST}",
-         f"http://127.0.0.1:{PROXY_PORT}/"],
+         f"http://127.0.0.1:{PROXY_PORT}{path}"],
         check=True, capture_output=True, text=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -87,7 +89,7 @@ def wrk(seconds, connections=10):
     return requests, int(bad.group(1)) if bad else 0, errors.group(0) if errors else ""
 
 
-def measure(name, command, tmp, seconds):
+def measure(name, command, tmp, seconds, path):
     """Instructions per request of COMMAND (a proxy on PROXY_PORT) under callgrind, and the
     callgrind dump of the measured run."""
     out = os.path.join(tmp, f"callgrind.{name}")
@@ -97,10 +99,10 @@ def measure(name, command, tmp, seconds):
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})
     try:
         wait_ok(f"http://127.0.0.1:{PROXY_PORT}/", proc, name)
-        wrk(2)
+        wrk(2, path)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
                        capture_output=True)
-        requests, bad, errors = wrk(seconds)
+        requests, bad, errors = wrk(seconds, path)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
                        capture_output=True)
     finally:
@@ -150,8 +152,36 @@ def difference(target, costs, reference, reference_costs, rows=40):
     return "\n".join(lines) + "\n"
 
 
+def measure_scenario(scenario, targets, tmp, args):
+    """Measures every target in one scenario; returns its table rows and writes its
+    per-function differences."""
+    results = {}
+    for name, command in targets:
+        per_request, requests, dump = measure(f"{scenario}.{name}", command, tmp, args.seconds,
+                                              SCENARIOS[scenario])
+        results[name] = (per_request, requests, dump)
+        print(f"{scenario} {name}: {per_request:,.0f} instructions per request "
+              f"({requests} requests)", flush=True)
+    floor_ir = results["floor"][0]
+    pingora_ir = results["floor+pingora"][0]
+    costs = {name: per_function(dump, requests, per_request)
+             for name, (per_request, requests, dump) in results.items()}
+    rows = []
+    for name, (per_request, _, _) in results.items():
+        rows.append(f"| {scenario} | {name} | {per_request:,.0f} | {per_request / floor_ir:.3f} "
+                    f"| {per_request / pingora_ir:.3f} |")
+        # berth against the floor with the same Pingora features: berth's own work.
+        reference = "floor+pingora" if name.startswith("berth") else "floor"
+        if name != reference:
+            with open(os.path.join(args.out, f"diff-{scenario}-{name}.txt"), "w") as f:
+                f.write(difference(name, costs[name], reference, costs[reference]))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="small,16k",
+                        help=f"comma-separated, of: {', '.join(SCENARIOS)}")
     parser.add_argument("--seconds", type=int, default=10, help="measured wrk run per target")
     parser.add_argument("--bin", action="append", default=[], metavar="NAME=PATH",
                         help="another berth binary, measured as target berth-NAME")
@@ -159,6 +189,9 @@ def main():
                         help="use target/release/berth and the floor example as they are")
     parser.add_argument("--out", default=os.path.join(ROOT, "target", "bench-instructions"))
     args = parser.parse_args()
+    scenarios = args.scenario.split(",")
+    if unknown := [s for s in scenarios if s not in SCENARIOS]:
+        sys.exit(f"unknown scenario {unknown}; known: {', '.join(SCENARIOS)}")
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate", "nginx", "wrk"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing (apt-get install valgrind nginx wrk)")
@@ -170,9 +203,13 @@ def main():
     floor = os.path.join(ROOT, "target", "release", "examples", "pingora_floor")
     os.makedirs(args.out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="berth-instructions.")
+    # nginx's workers (nobody) read the backend's files from it.
+    os.chmod(tmp, 0o755)
     backends = []
     try:
         os.makedirs(os.path.join(tmp, "www"))
+        with open(os.path.join(tmp, "www", "16k.bin"), "wb") as f:
+            f.write(b"a" * 16384)
         for n, port in enumerate(BACKENDS, 1):
             os.makedirs(os.path.join(tmp, f"b{n}-tmp"))
             conf = os.path.join(tmp, f"b{n}.conf")
@@ -201,26 +238,10 @@ def main():
         for spec in args.bin:
             name, _, path = spec.partition("=")
             targets.append((f"berth-{name}", berth_cmd(f"berth-{name}", False, path)))
-        results = {}
-        for name, command in targets:
-            per_request, requests, dump = measure(name, command, tmp, args.seconds)
-            results[name] = (per_request, requests, dump)
-            print(f"{name}: {per_request:,.0f} instructions per request ({requests} requests)",
-                  flush=True)
-        floor_ir = results["floor"][0]
-        pingora_ir = results["floor+pingora"][0]
-        costs = {name: per_function(dump, requests, per_request)
-                 for name, (per_request, requests, dump) in results.items()}
-        table = ["| target | instructions / request | x floor | x floor+pingora |",
-                 "| --- | ---: | ---: | ---: |"]
-        for name, (per_request, _, _) in results.items():
-            table.append(f"| {name} | {per_request:,.0f} | {per_request / floor_ir:.3f} | "
-                         f"{per_request / pingora_ir:.3f} |")
-            # berth against the floor with the same Pingora features: berth's own work.
-            reference = "floor+pingora" if name.startswith("berth") else "floor"
-            if name != reference:
-                with open(os.path.join(args.out, f"diff-{name}.txt"), "w") as f:
-                    f.write(difference(name, costs[name], reference, costs[reference]))
+        table = ["| scenario | target | instructions / request | x floor | x floor+pingora |",
+                 "| --- | --- | ---: | ---: | ---: |"]
+        for scenario in scenarios:
+            table += measure_scenario(scenario, targets, tmp, args)
         text = "\n".join(table) + "\n"
         with open(os.path.join(args.out, "instructions.md"), "w") as f:
             f.write(text)
