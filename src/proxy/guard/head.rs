@@ -202,14 +202,20 @@ impl HeadGuard {
         self.scanned = 0;
         self.started = false;
         self.fresh = false;
+        if self.seen > 0 {
+            self.head_begins();
+        } else {
+            let idle = self.listener.limits.keepalive_timeout;
+            self.arm(Deadline::Idle, TimerInstant::now() + idle);
+        }
+    }
+
+    /// The first bytes of a head are here: it must be complete within the header timeout.
+    fn head_begins(&mut self) {
         let now = TimerInstant::now();
         self.head_started = now.into_std();
-        let limits = &self.listener.limits;
-        if self.seen > 0 {
-            self.arm(Deadline::Head, now + limits.request_header_timeout);
-        } else {
-            self.arm(Deadline::Idle, now + limits.keepalive_timeout);
-        }
+        let timeout = self.listener.limits.request_header_timeout;
+        self.arm(Deadline::Head, now + timeout);
     }
 
     fn refuse(&mut self, code: u16, answer: &'static [u8]) {
@@ -327,12 +333,7 @@ impl HeadGuard {
             }
             Poll::Ready(Ok(n)) => {
                 if self.seen == 0 && self.deadline == Deadline::Idle {
-                    let now = TimerInstant::now();
-                    self.head_started = now.into_std();
-                    self.arm(
-                        Deadline::Head,
-                        now + self.listener.limits.request_header_timeout,
-                    );
+                    self.head_begins();
                 }
                 self.seen += n;
                 Poll::Ready(Ok(()))
