@@ -1397,6 +1397,52 @@ fn an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
     );
 }
 
+/// The idle timer only counts idle time: a connection whose requests keep coming, each within
+/// the timeout of the last answer, stays open for many timeouts, and still closes one timeout
+/// after its last answer. (berth moves its timer lazily, so an early firing must not close.)
+#[test]
+fn a_keep_alive_connection_in_use_outlives_the_keepalive_timeout() {
+    let backend = RawBackend::start(Script::ok("hi"));
+    let berth = start_berth(&table_config(
+        std::slice::from_ref(&backend),
+        "server:\n  keepalive_timeout: 1s\n",
+    ));
+    let mut stream = TcpStream::connect(berth.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let opened = Instant::now();
+    let mut buf = [0u8; 4096];
+    for request in 0..7 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: row0.test\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"hi") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "request {request} on a connection open {:?}: closed",
+                opened.elapsed()
+            );
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "request {request}");
+        std::thread::sleep(Duration::from_millis(450));
+    }
+    assert!(
+        opened.elapsed() > Duration::from_secs(3),
+        "the connection outlived three timeouts"
+    );
+    let idle_from = Instant::now() - Duration::from_millis(450);
+    let closed = matches!(stream.read(&mut buf), Ok(0) | Err(_));
+    let after = idle_from.elapsed();
+    assert!(
+        closed && after < Duration::from_millis(2500),
+        "then closed about 1 s after its last response ({after:?})"
+    );
+}
+
 /// `server.max_connections` per listener: the excess is refused (closed at once, or 503) and
 /// counted; the connections already open keep working.
 #[test]
