@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
@@ -20,6 +21,7 @@ use super::status_page::StatusPage;
 use super::traffic::Traffic;
 use super::{exposition, routes_api};
 use crate::config::{AdminConfig, AdminToken, CidrList, ListenerConfig, MetricsDetail};
+use crate::metrics::text::Buffers;
 use crate::metrics::Metrics;
 use crate::table::live::LiveTable;
 use crate::tls::TlsLookup;
@@ -31,6 +33,8 @@ pub struct Admin {
     /// `None` when metrics are off (`admin.metrics: false`).
     metrics: Option<Arc<Metrics>>,
     metrics_detail: MetricsDetail,
+    /// What scrapes write the exposition into, kept between them.
+    scrape_buffers: Buffers,
     status_page: StatusPage,
     /// Last-minute traffic for the status page; `None` when metrics are off.
     traffic: Option<Arc<Traffic>>,
@@ -57,6 +61,7 @@ impl Admin {
             readiness,
             metrics,
             metrics_detail: config.metrics_detail,
+            scrape_buffers: Buffers::default(),
             status_page: StatusPage::new(
                 SystemTime::now(),
                 listeners.iter().map(|l| l.name.clone()).collect(),
@@ -107,10 +112,10 @@ impl Admin {
 
 /// A response body as the buffers it is written in, one after another: the metrics exposition
 /// is one per family, so a scrape never joins them into one copy.
-type Body = Vec<Vec<u8>>;
+type Body = Vec<Bytes>;
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
-    respond_in_parts(status, content_type, vec![body])
+    respond_in_parts(status, content_type, vec![body.into()])
 }
 
 fn respond_in_parts(status: StatusCode, content_type: &str, body: Body) -> Response<Body> {
@@ -119,7 +124,7 @@ fn respond_in_parts(status: StatusCode, content_type: &str, body: Body) -> Respo
         .header(http::header::CONTENT_TYPE, content_type)
         .header(
             http::header::CONTENT_LENGTH,
-            body.iter().map(Vec::len).sum::<usize>(),
+            body.iter().map(Bytes::len).sum::<usize>(),
         )
         .header(http::header::CACHE_CONTROL, "no-store")
         .body(body)
@@ -164,7 +169,7 @@ impl HttpServerApp for Admin {
             session.write_response_header(Box::new(head.into())).await?;
             let last = body.len().saturating_sub(1);
             for (i, part) in body.into_iter().enumerate() {
-                session.write_response_body(part.into(), i == last).await?;
+                session.write_response_body(part, i == last).await?;
             }
             Ok::<_, Box<pingora_error::Error>>(())
         };
@@ -221,7 +226,12 @@ impl Admin {
                 Some(metrics) => respond_in_parts(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    exposition::render(&self.live.load_full(), metrics, self.metrics_detail),
+                    exposition::render(
+                        &self.live.load_full(),
+                        metrics,
+                        self.metrics_detail,
+                        &self.scrape_buffers,
+                    ),
                 ),
                 None => not_found(),
             },

@@ -9,9 +9,11 @@
 //! `berth_server_up` and `berth_server_info`: a fleet of 30,000 backends is then a few
 //! hundred thousand samples instead of a million (see the README's metrics reference).
 
+use bytes::Bytes;
+
 use crate::config::MetricsDetail;
 use crate::metrics::series::{CHECK_DURATION, SERVER_LATENCY, SERVICE_LATENCY};
-use crate::metrics::text::Family;
+use crate::metrics::text::{Buffers, Family};
 use crate::metrics::Metrics;
 use crate::spec::policy::ProbeKind;
 use crate::table::member::Member;
@@ -19,13 +21,19 @@ use crate::table::upstream::Upstream;
 use crate::table::RouteTable;
 
 /// The exposition as the buffers it is sent in, in order: one per family, then the
-/// process-wide families. Their concatenation is the text format.
-pub fn render(table: &RouteTable, metrics: &Metrics, detail: MetricsDetail) -> Vec<Vec<u8>> {
+/// process-wide families. Their concatenation is the text format. The buffers come from
+/// `buffers` and go back there once dropped.
+pub fn render(
+    table: &RouteTable,
+    metrics: &Metrics,
+    detail: MetricsDetail,
+    buffers: &Buffers,
+) -> Vec<Bytes> {
     let upstreams = table.upstreams();
-    let mut services = ServiceFamilies::new(upstreams);
+    let mut services = ServiceFamilies::new(upstreams, buffers);
     let members = upstreams.iter().map(|u| u.members().len()).sum();
     let first_member = upstreams.iter().flat_map(|u| u.members()).next();
-    let mut servers = ServerFamilies::new(first_member, members, detail);
+    let mut servers = ServerFamilies::new(first_member, members, detail, buffers);
     for upstream in upstreams {
         services.add(upstream);
         let probed = upstream.policy.health_check.kind != ProbeKind::None;
@@ -33,9 +41,13 @@ pub fn render(table: &RouteTable, metrics: &Metrics, detail: MetricsDetail) -> V
             servers.add(member, probed);
         }
     }
-    let mut chunks = services.into_chunks();
-    chunks.extend(servers.into_chunks());
-    chunks.push(metrics.render_process_wide());
+    let mut chunks: Vec<Bytes> = services
+        .into_chunks()
+        .into_iter()
+        .chain(servers.into_chunks())
+        .map(|chunk| buffers.body(chunk))
+        .collect();
+    chunks.push(metrics.render_process_wide().into());
     chunks
 }
 
@@ -51,10 +63,10 @@ struct ServiceFamilies {
 }
 
 impl ServiceFamilies {
-    fn new(upstreams: &[std::sync::Arc<Upstream>]) -> Self {
+    fn new(upstreams: &[std::sync::Arc<Upstream>], buffers: &Buffers) -> Self {
         let labels = upstreams.first().map_or("", |u| &u.series.labels);
         let size = |name, lines_each| Family::estimate(name, labels, upstreams.len() * lines_each);
-        let one = |name, kind, help| Family::new(name, kind, help, size(name, 1));
+        let one = |name, kind, help| Family::new(name, kind, help, size(name, 1), buffers);
         let requests = "berth_service_requests_total";
         let duration = "berth_service_request_duration_seconds";
         Self {
@@ -63,12 +75,14 @@ impl ServiceFamilies {
                 "counter",
                 "Requests routed to a service, by response status code and method.",
                 size(requests, 2),
+                buffers,
             ),
             duration: Family::histogram_of(
                 duration,
                 "Time from request headers received to response sent, per service.",
                 SERVICE_LATENCY.le,
                 size(duration, SERVICE_LATENCY.le.len() + 3),
+                buffers,
             ),
             open: one(
                 "berth_service_open_connections",
@@ -156,10 +170,15 @@ struct ServerDetail {
 
 impl ServerFamilies {
     /// Families sized for `members` backends labelled like `first`.
-    fn new(first: Option<&std::sync::Arc<Member>>, members: usize, detail: MetricsDetail) -> Self {
+    fn new(
+        first: Option<&std::sync::Arc<Member>>,
+        members: usize,
+        detail: MetricsDetail,
+        buffers: &Buffers,
+    ) -> Self {
         let labels = first.map_or("", |m| &m.series.labels);
         let size = |name, lines_each| Family::estimate(name, labels, members * lines_each);
-        let one = |name, kind, help| Family::new(name, kind, help, size(name, 1));
+        let one = |name, kind, help| Family::new(name, kind, help, size(name, 1), buffers);
         let info = "berth_server_info";
         let info_size = Family::estimate(info, first.map_or("", |m| &m.info_labels), members);
         Self {
@@ -174,6 +193,7 @@ impl ServerFamilies {
                 "Always 1; joins a backend address to its container (empty for static backends) \
                  and, for a Swarm task, to its service, task, slot and node.",
                 info_size,
+                buffers,
             ),
             detail: (detail == MetricsDetail::Full).then(|| {
                 let duration = "berth_server_request_duration_seconds";
@@ -224,12 +244,14 @@ impl ServerFamilies {
                         "Upstream time: from choosing the backend to the end of its response.",
                         SERVER_LATENCY.le,
                         size(duration, SERVER_LATENCY.le.len() + 3),
+                        buffers,
                     ),
                     check_duration: Family::histogram_of(
                         check_duration,
                         "Duration of active health probes.",
                         CHECK_DURATION.le,
                         size(check_duration, CHECK_DURATION.le.len() + 3),
+                        buffers,
                     ),
                 }
             }),
@@ -321,7 +343,8 @@ mod tests {
     }
 
     fn text(table: &RouteTable, detail: MetricsDetail) -> String {
-        String::from_utf8(render(table, &Metrics::new(), detail).concat()).unwrap()
+        let buffers = Buffers::default();
+        String::from_utf8(render(table, &Metrics::new(), detail, &buffers).concat()).unwrap()
     }
 
     #[test]
