@@ -1368,27 +1368,40 @@ fn request_head_limits_follow_the_server_config() {
     );
 }
 
-/// An idle keep-alive connection is closed after the idle timeout. Issue 12 asks for one
-/// without naming it; this test calls it `server.keepalive_timeout` (nginx's name).
-#[test]
-fn an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
+/// berth with `keepalive_timeout: 1s` in front of a backend answering "hi", and a client
+/// connection to it (reads time out after 5 s). The backend lives as long as the tuple.
+fn with_one_second_keepalive() -> (RawBackend, Berth, TcpStream) {
     let backend = RawBackend::start(Script::ok("hi"));
     let berth = start_berth(&table_config(
         std::slice::from_ref(&backend),
         "server:\n  keepalive_timeout: 1s\n",
     ));
-    let mut stream = TcpStream::connect(berth.http).unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: row0.test\r\n\r\n")
-        .unwrap();
+    let stream = TcpStream::connect(berth.http).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    (backend, berth, stream)
+}
+
+/// Sends one request on `stream` and reads its whole answer, which must be a 200; `what` names
+/// the request in a failure.
+fn request_ok(stream: &mut TcpStream, what: &str) {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: row0.test\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
-    let n = stream.read(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let idle_from = Instant::now();
-    let closed = matches!(stream.read(&mut buf), Ok(0) | Err(_));
+    while !answer.ends_with(b"hi") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "{what}: the connection was closed");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{what}");
+}
+
+/// Asserts that berth closes the idle `stream` about 1 s (under 2.5 s) after `idle_from`.
+fn closes_about_a_second_after(stream: &mut TcpStream, idle_from: Instant) {
+    let closed = matches!(stream.read(&mut [0u8; 64]), Ok(0) | Err(_));
     let after = idle_from.elapsed();
     eprintln!("idle keep-alive connection: closed={closed} after {after:?}");
     assert!(
@@ -1397,50 +1410,35 @@ fn an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
     );
 }
 
+/// An idle keep-alive connection is closed after the idle timeout. Issue 12 asks for one
+/// without naming it; this test calls it `server.keepalive_timeout` (nginx's name).
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
+    let (_backend, _berth, mut stream) = with_one_second_keepalive();
+    request_ok(&mut stream, "the only request");
+    closes_about_a_second_after(&mut stream, Instant::now());
+}
+
 /// The idle timer only counts idle time: a connection whose requests keep coming, each within
 /// the timeout of the last answer, stays open for many timeouts, and still closes one timeout
 /// after its last answer. (berth moves its timer lazily, so an early firing must not close.)
 #[test]
 fn a_keep_alive_connection_in_use_outlives_the_keepalive_timeout() {
-    let backend = RawBackend::start(Script::ok("hi"));
-    let berth = start_berth(&table_config(
-        std::slice::from_ref(&backend),
-        "server:\n  keepalive_timeout: 1s\n",
-    ));
-    let mut stream = TcpStream::connect(berth.http).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    let (_backend, _berth, mut stream) = with_one_second_keepalive();
     let opened = Instant::now();
-    let mut buf = [0u8; 4096];
+    let pause = Duration::from_millis(450);
     for request in 0..7 {
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: row0.test\r\n\r\n")
-            .unwrap();
-        let mut answer = Vec::new();
-        while !answer.ends_with(b"hi") {
-            let n = stream.read(&mut buf).unwrap();
-            assert!(
-                n > 0,
-                "request {request} on a connection open {:?}: closed",
-                opened.elapsed()
-            );
-            answer.extend_from_slice(&buf[..n]);
-        }
-        assert!(answer.starts_with(b"HTTP/1.1 200"), "request {request}");
-        std::thread::sleep(Duration::from_millis(450));
+        request_ok(
+            &mut stream,
+            &format!("request {request}, {:?} after connecting", opened.elapsed()),
+        );
+        std::thread::sleep(pause);
     }
     assert!(
         opened.elapsed() > Duration::from_secs(3),
         "the connection outlived three timeouts"
     );
-    let idle_from = Instant::now() - Duration::from_millis(450);
-    let closed = matches!(stream.read(&mut buf), Ok(0) | Err(_));
-    let after = idle_from.elapsed();
-    assert!(
-        closed && after < Duration::from_millis(2500),
-        "then closed about 1 s after its last response ({after:?})"
-    );
+    closes_about_a_second_after(&mut stream, Instant::now() - pause);
 }
 
 /// `server.max_connections` per listener: the excess is refused (closed at once, or 503) and

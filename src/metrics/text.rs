@@ -282,7 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sent_buffer_is_written_into_again_by_the_next_scrape() {
+    fn a_buffer_comes_back_once_its_response_part_is_dropped() {
         let buffers = Buffers::default();
         let mut family = Family::new("x_total", "counter", "X.", 1 << 20, &buffers);
         family.sample("", &[], 7);
