@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::docker::{available, berth_config, Container};
+use common::docker::{available, berth_config, Container, GRACEFUL_HTTPD};
 use common::raw_backend::{RawBackend, Script};
 use common::traffic::Traffic;
 use common::*;
@@ -53,6 +53,9 @@ async fn reloads_that_swap_backends_lose_no_request() {
     );
 }
 
+/// The backends finish what they have after `SIGTERM`, as a service that is rolled must; berth's
+/// part is to stop sending to a container when Docker stops it and to add its replacement only
+/// once its probe passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_replacement_of_containers_loses_no_request() {
     if !available("rolling_replacement") {
@@ -61,7 +64,7 @@ async fn rolling_replacement_of_containers_loses_no_request() {
     let host = format!("rolling-{}.test", std::process::id());
     let labels = [("berth.routing.port_80", host.as_str())];
     let mut containers: Vec<Container> = (0..3)
-        .map(|i| Container::run(&format!("roll_{i}"), &labels, &[]))
+        .map(|i| Container::run_cmd(&format!("roll_{i}"), &labels, &[], GRACEFUL_HTTPD))
         .collect();
     let berth = Berth::start(&berth_config(""));
     let backend = |c: &Container| std::net::SocketAddr::new(c.ip(None), 80);
@@ -72,7 +75,12 @@ async fn rolling_replacement_of_containers_loses_no_request() {
     for round in 0..3 {
         for (slot, container) in containers.iter_mut().enumerate() {
             container.stop();
-            let fresh = Container::run(&format!("roll_{round}_{slot}"), &labels, &[]);
+            let fresh = Container::run_cmd(
+                &format!("roll_{round}_{slot}"),
+                &labels,
+                &[],
+                GRACEFUL_HTTPD,
+            );
             berth.wait_backend_health(&host, backend(&fresh), "healthy");
             *container = fresh;
         }

@@ -14,6 +14,13 @@ pub const IMAGE: &str = "berth-test-busybox:latest";
 pub const HTTPD: &str =
     "hostname > /www/index.html; echo ok > /www/health.html; exec busybox httpd -f -p 80 -h /www";
 
+/// [`HTTPD`] shutting down as a well-behaved service does: on `SIGTERM` it keeps serving for a
+/// second (what it has in flight, and what a proxy sent before it heard of the stop), then
+/// exits. busybox httpd alone dies at once, and with it the response it is writing: a cut
+/// body no proxy can repair, so a test of rolling deploys needs the polite version.
+pub const GRACEFUL_HTTPD: &str = "hostname > /www/index.html; echo ok > /www/health.html; \
+     busybox httpd -f -p 80 -h /www & trap 'sleep 1; kill $!' TERM; wait";
+
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
