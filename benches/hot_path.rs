@@ -16,7 +16,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 use berth::config::{ListenerConfig, MetricsDetail};
 use berth::health::probe::ProbeCache;
-use berth::metrics::text::Buffers;
+use berth::metrics::buffers::Buffers;
+use berth::metrics::format::Format;
 use berth::metrics::{Metrics, ServerSeries, ServiceSeries};
 use berth::ops::exposition;
 use berth::ops::status_page::StatusPage;
@@ -240,20 +241,22 @@ fn bench_metrics(c: &mut Criterion) {
 
     // A scrape of 10,000 services / 30,000 backends (issue 15's fleet; a smaller table would fit
     // in the CPU's cache and hide what a scrape costs) that have all served traffic: the
-    // exposition is written from the table's own handles, per detail level, into buffers kept
-    // between scrapes as the admin keeps them.
+    // exposition is written from the table's own handles, per format and detail level, into
+    // buffers kept between scrapes as the admin keeps them.
     let metrics = Metrics::new();
     let buffers = Buffers::default();
     let table = served_table(10_000, elapsed);
     let mut group = c.benchmark_group("exposition_10000_services_30000_backends");
     group.sample_size(10);
     let bytes = |parts: Vec<bytes::Bytes>| parts.iter().map(|p| p.len()).sum::<usize>();
-    for detail in [MetricsDetail::Full, MetricsDetail::Service] {
-        let size = bytes(exposition::render(&table, &metrics, detail, &buffers));
-        group.throughput(Throughput::Bytes(size as u64));
-        group.bench_function(format!("{detail:?}"), |b| {
-            b.iter(|| bytes(exposition::render(&table, &metrics, detail, &buffers)))
-        });
+    for format in [Format::Text, Format::Proto] {
+        for detail in [MetricsDetail::Full, MetricsDetail::Service] {
+            let render = || exposition::render(&table, &metrics, detail, format, &buffers);
+            group.throughput(Throughput::Bytes(bytes(render()) as u64));
+            group.bench_function(format!("{detail:?}_{format:?}"), |b| {
+                b.iter(|| bytes(render()))
+            });
+        }
     }
     group.finish();
 

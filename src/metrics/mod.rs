@@ -6,9 +6,14 @@
 //! ([`crate::ops::exposition`]) writes them straight from the live table, so a series exists
 //! exactly as long as something routes to it and a scrape copies nothing. The process-wide
 //! families (reloads, discovery, unrouted requests, `process_*`) are few and rarely written;
-//! they stay in a `prometheus` registry ([`Metrics`]), whose text is appended.
+//! they stay in a `prometheus` registry ([`Metrics`]), whose exposition (text or protobuf) is
+//! appended.
 
+pub mod buffers;
+pub mod family;
+pub mod format;
 pub mod label;
+pub mod proto;
 pub mod series;
 pub mod text;
 
@@ -16,9 +21,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, ProtobufEncoder, Registry,
+    TextEncoder,
 };
 
+use format::Format;
 use series::status_label;
 pub use series::{ServerSeries, ServiceSeries};
 
@@ -238,12 +245,15 @@ impl Metrics {
         self.acme_orders.with_label_values(&[result]).inc();
     }
 
-    /// The text exposition of the process-wide families.
-    pub fn render_process_wide(&self) -> Vec<u8> {
+    /// The process-wide families in `format`.
+    pub fn render_process_wide(&self, format: Format) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding into a Vec cannot fail");
+        let families = self.registry.gather();
+        match format {
+            Format::Text => TextEncoder::new().encode(&families, &mut out),
+            Format::Proto => ProtobufEncoder::new().encode(&families, &mut out),
+        }
+        .expect("encoding into a Vec cannot fail");
         out
     }
 

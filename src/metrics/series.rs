@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
-use super::label::label_pair;
+use super::label::LabelSet;
 
 /// A monotonically increasing count.
 #[derive(Default)]
@@ -214,8 +214,8 @@ impl<K: Copy + Eq> LabelledCounters<K> {
 
 /// One service's series.
 pub struct ServiceSeries {
-    /// `service="..."`, escaped once.
-    pub labels: Box<str>,
+    /// `service`.
+    pub labels: LabelSet,
     /// By (status code label, method label).
     pub requests: LabelledCounters<(&'static str, &'static str)>,
     pub duration: Histogram,
@@ -229,7 +229,7 @@ pub struct ServiceSeries {
 impl ServiceSeries {
     pub fn new(service: &str) -> Arc<Self> {
         Arc::new(Self {
-            labels: label_pair("service", service).into(),
+            labels: LabelSet::new(&[("service", service)]),
             requests: LabelledCounters::default(),
             duration: Histogram::new(&SERVICE_LATENCY),
             open: Gauge::default(),
@@ -248,8 +248,8 @@ impl ServiceSeries {
 
 /// One backend's series within one service.
 pub struct ServerSeries {
-    /// `server="...",service="..."`, escaped once.
-    pub labels: Box<str>,
+    /// `server`, `service`.
+    pub labels: LabelSet,
     /// By status code label.
     pub requests: LabelledCounters<&'static str>,
     pub duration: Histogram,
@@ -265,13 +265,8 @@ pub struct ServerSeries {
 
 impl ServerSeries {
     pub fn new(service: &str, server: &str) -> Arc<Self> {
-        let labels = format!(
-            "{},{}",
-            label_pair("server", server),
-            label_pair("service", service)
-        );
         Arc::new(Self {
-            labels: labels.into(),
+            labels: LabelSet::new(&[("server", server), ("service", service)]),
             requests: LabelledCounters::default(),
             duration: Histogram::new(&SERVER_LATENCY),
             open: Gauge::default(),

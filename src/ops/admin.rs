@@ -21,7 +21,8 @@ use super::status_page::StatusPage;
 use super::traffic::Traffic;
 use super::{exposition, routes_api};
 use crate::config::{AdminConfig, AdminToken, CidrList, ListenerConfig, MetricsDetail};
-use crate::metrics::text::Buffers;
+use crate::metrics::buffers::Buffers;
+use crate::metrics::format::Format;
 use crate::metrics::Metrics;
 use crate::table::live::LiveTable;
 use crate::tls::TlsLookup;
@@ -223,16 +224,24 @@ impl Admin {
                 ),
             },
             "/metrics" => match &self.metrics {
-                Some(metrics) => respond_in_parts(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    exposition::render(
-                        &self.live.load_full(),
-                        metrics,
-                        self.metrics_detail,
-                        &self.scrape_buffers,
-                    ),
-                ),
+                Some(metrics) => {
+                    let format = Format::negotiate(req.headers.get(http::header::ACCEPT));
+                    let mut response = respond_in_parts(
+                        StatusCode::OK,
+                        format.content_type(),
+                        exposition::render(
+                            &self.live.load_full(),
+                            metrics,
+                            self.metrics_detail,
+                            format,
+                            &self.scrape_buffers,
+                        ),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(http::header::VARY, http::HeaderValue::from_static("Accept"));
+                    response
+                }
                 None => not_found(),
             },
             "/api/routes" => respond(

@@ -1,8 +1,8 @@
-//! `GET /metrics`: the Prometheus text exposition, written straight from the live route
-//! table's series handles, then the process-wide families.
+//! `GET /metrics`: the Prometheus exposition, in the text format or (when the scraper asks
+//! for it) the protobuf one, written straight from the live route table's series handles, then
+//! the process-wide families.
 //!
-//! One pass over the table fills every family's own buffer (the format wants a family's samples
-//! together; a pass per family would fetch each scattered series from memory once per family),
+//! One pass over the table fills every family's own buffer (see [`crate::metrics::family`]),
 //! and the buffers are sent one after another without being joined. A scrape costs one walk of
 //! the table and the bytes it writes, nothing per series beyond that.
 //! `admin.metrics_detail: service` keeps the per-service families and, per backend, only
@@ -12,28 +12,47 @@
 use bytes::Bytes;
 
 use crate::config::MetricsDetail;
+use crate::metrics::buffers::Buffers;
+use crate::metrics::family::{Family, Kind};
+use crate::metrics::format::Format;
+use crate::metrics::proto::ProtoFamily;
 use crate::metrics::series::{CHECK_DURATION, SERVER_LATENCY, SERVICE_LATENCY};
-use crate::metrics::text::{Buffers, Family};
+use crate::metrics::text::TextFamily;
 use crate::metrics::Metrics;
 use crate::spec::policy::ProbeKind;
 use crate::table::member::Member;
 use crate::table::upstream::Upstream;
 use crate::table::RouteTable;
 
-/// The exposition as the buffers it is sent in, in order: one per family, then the
-/// process-wide families. Their concatenation is the text format. The buffers come from
+/// The exposition as the parts it is sent in, in order: each family, then the process-wide
+/// families. Their concatenation is the format's document. The family buffers come from
 /// `buffers` and go back there once dropped.
 pub fn render(
     table: &RouteTable,
     metrics: &Metrics,
     detail: MetricsDetail,
+    format: Format,
+    buffers: &Buffers,
+) -> Vec<Bytes> {
+    let mut parts = match format {
+        Format::Text => render_families::<TextFamily>(table, detail, buffers),
+        Format::Proto => render_families::<ProtoFamily>(table, detail, buffers),
+    };
+    parts.push(metrics.render_process_wide(format).into());
+    parts
+}
+
+/// Every per-service and per-backend family in `F`'s format, from one walk of the table.
+fn render_families<F: Family>(
+    table: &RouteTable,
+    detail: MetricsDetail,
     buffers: &Buffers,
 ) -> Vec<Bytes> {
     let upstreams = table.upstreams();
-    let mut services = ServiceFamilies::new(upstreams, buffers);
+    let mut services = ServiceFamilies::<F>::new(upstreams, buffers);
     let members = upstreams.iter().map(|u| u.members().len()).sum();
     let first_member = upstreams.iter().flat_map(|u| u.members()).next();
-    let mut servers = ServerFamilies::new(first_member, members, detail, buffers);
+    let mut servers = ServerFamilies::<F>::new(first_member, members, detail, buffers);
     for upstream in upstreams {
         services.add(upstream);
         let probed = upstream.policy.health_check.kind != ProbeKind::None;
@@ -41,73 +60,70 @@ pub fn render(
             servers.add(member, probed);
         }
     }
-    let mut chunks: Vec<Bytes> = services
-        .into_chunks()
-        .into_iter()
-        .chain(servers.into_chunks())
-        .map(|chunk| buffers.body(chunk))
-        .collect();
-    chunks.push(metrics.render_process_wide().into());
-    chunks
+    let mut parts = Vec::new();
+    services.finish(buffers, &mut parts);
+    servers.finish(buffers, &mut parts);
+    parts
 }
 
 /// The per-service families, filled in one pass over the table.
-struct ServiceFamilies {
-    requests: Family,
-    duration: Family,
-    open: Family,
-    retries: Family,
-    retry_budget_exhausted: Family,
-    queue_depth: Family,
-    queue_timeouts: Family,
+struct ServiceFamilies<F> {
+    requests: F,
+    duration: F,
+    open: F,
+    retries: F,
+    retry_budget_exhausted: F,
+    queue_depth: F,
+    queue_timeouts: F,
 }
 
-impl ServiceFamilies {
+impl<F: Family> ServiceFamilies<F> {
     fn new(upstreams: &[std::sync::Arc<Upstream>], buffers: &Buffers) -> Self {
-        let labels = upstreams.first().map_or("", |u| &u.series.labels);
-        let size = |name, lines_each| Family::estimate(name, labels, upstreams.len() * lines_each);
-        let one = |name, kind, help| Family::new(name, kind, help, size(name, 1), buffers);
-        let requests = "berth_service_requests_total";
-        let duration = "berth_service_request_duration_seconds";
+        let labels = upstreams.first().map(|u| &u.series.labels);
+        let count = upstreams.len();
+        let family = |name, kind, help, series| F::new(name, kind, help, series, labels, buffers);
         Self {
-            requests: Family::new(
-                requests,
-                "counter",
+            requests: family(
+                "berth_service_requests_total",
+                Kind::Counter,
                 "Requests routed to a service, by response status code and method.",
-                size(requests, 2),
-                buffers,
+                2 * count,
             ),
-            duration: Family::histogram_of(
-                duration,
+            duration: family(
+                "berth_service_request_duration_seconds",
+                Kind::Histogram(&SERVICE_LATENCY),
                 "Time from request headers received to response sent, per service.",
-                SERVICE_LATENCY.le,
-                size(duration, SERVICE_LATENCY.le.len() + 3),
-                buffers,
+                count,
             ),
-            open: one(
+            open: family(
                 "berth_service_open_connections",
-                "gauge",
+                Kind::Gauge,
                 "Requests in flight to a service.",
+                count,
             ),
-            retries: one(
+            retries: family(
                 "berth_service_retries_total",
-                "counter",
+                Kind::Counter,
                 "Requests sent to another backend after a failure.",
+                count,
             ),
-            retry_budget_exhausted: one(
+            retry_budget_exhausted: family(
                 "berth_service_retry_budget_exhausted_total",
-                "counter",
+                Kind::Counter,
                 "Failures not retried because the service's retry budget was spent.",
+                count,
             ),
-            queue_depth: one(
+            queue_depth: family(
                 "berth_service_queue_depth",
-                "gauge",
+                Kind::Gauge,
                 "Requests waiting for a backend below max_connections.",
+                count,
             ),
-            queue_timeouts: one(
+            queue_timeouts: family(
                 "berth_service_queue_timeouts_total",
-                "counter",
+                Kind::Counter,
                 "Requests answered 503 after waiting queue_timeout for a backend.",
+                count,
             ),
         }
     }
@@ -124,13 +140,14 @@ impl ServiceFamilies {
         self.retries.sample(labels, &[], series.retries.get());
         self.retry_budget_exhausted
             .sample(labels, &[], series.retry_budget_exhausted.get());
-        self.queue_depth.sample(labels, &[], upstream.queue.depth());
+        self.queue_depth
+            .sample(labels, &[], u64::from(upstream.queue.depth()));
         self.queue_timeouts
             .sample(labels, &[], series.queue_timeouts.get());
     }
 
-    fn into_chunks(self) -> Vec<Vec<u8>> {
-        [
+    fn finish(self, buffers: &Buffers, parts: &mut Vec<Bytes>) {
+        for family in [
             self.requests,
             self.duration,
             self.open,
@@ -138,10 +155,9 @@ impl ServiceFamilies {
             self.retry_budget_exhausted,
             self.queue_depth,
             self.queue_timeouts,
-        ]
-        .into_iter()
-        .map(Family::into_bytes)
-        .collect()
+        ] {
+            family.finish(buffers, parts);
+        }
     }
 }
 
@@ -149,26 +165,26 @@ impl ServiceFamilies {
 /// with `metrics_detail: full`, and the `check` families only for backends that are probed
 /// (as HAProxy does: without probes they could only ever say 0, and they are a third of a
 /// backend's samples).
-struct ServerFamilies {
-    up: Family,
-    info: Family,
-    detail: Option<ServerDetail>,
+struct ServerFamilies<F> {
+    up: F,
+    info: F,
+    detail: Option<ServerDetail<F>>,
 }
 
-struct ServerDetail {
-    requests: Family,
-    open: Family,
-    connection_errors: Family,
-    check_failures: Family,
-    check_up_down: Family,
-    bytes_received: Family,
-    bytes_sent: Family,
-    ejections: Family,
-    duration: Family,
-    check_duration: Family,
+struct ServerDetail<F> {
+    requests: F,
+    open: F,
+    connection_errors: F,
+    check_failures: F,
+    check_up_down: F,
+    bytes_received: F,
+    bytes_sent: F,
+    ejections: F,
+    duration: F,
+    check_duration: F,
 }
 
-impl ServerFamilies {
+impl<F: Family> ServerFamilies<F> {
     /// Families sized for `members` backends labelled like `first`.
     fn new(
         first: Option<&std::sync::Arc<Member>>,
@@ -176,84 +192,74 @@ impl ServerFamilies {
         detail: MetricsDetail,
         buffers: &Buffers,
     ) -> Self {
-        let labels = first.map_or("", |m| &m.series.labels);
-        let size = |name, lines_each| Family::estimate(name, labels, members * lines_each);
-        let one = |name, kind, help| Family::new(name, kind, help, size(name, 1), buffers);
-        let info = "berth_server_info";
-        let info_size = Family::estimate(info, first.map_or("", |m| &m.info_labels), members);
+        let labels = first.map(|m| &m.series.labels);
+        let family = |name, kind, help| F::new(name, kind, help, members, labels, buffers);
         Self {
-            up: one(
+            up: family(
                 "berth_server_up",
-                "gauge",
+                Kind::Gauge,
                 "1 if the backend is in rotation (probes pass and it is not draining), else 0.",
             ),
-            info: Family::new(
-                info,
-                "gauge",
+            info: F::new(
+                "berth_server_info",
+                Kind::Gauge,
                 "Always 1; joins a backend address to its container (empty for static backends) \
                  and, for a Swarm task, to its service, task, slot and node.",
-                info_size,
+                members,
+                first.map(|m| &m.info_labels),
                 buffers,
             ),
-            detail: (detail == MetricsDetail::Full).then(|| {
-                let duration = "berth_server_request_duration_seconds";
-                let check_duration = "berth_server_check_duration_seconds";
-                ServerDetail {
-                    requests: one(
-                        "berth_server_requests_total",
-                        "counter",
-                        "Requests a backend answered (or failed), by status code.",
-                    ),
-                    open: one(
-                        "berth_server_open_connections",
-                        "gauge",
-                        "Requests in flight to a backend.",
-                    ),
-                    connection_errors: one(
-                        "berth_server_connection_errors_total",
-                        "counter",
-                        "Failed attempts to connect to a backend.",
-                    ),
-                    check_failures: one(
-                        "berth_server_check_failures_total",
-                        "counter",
-                        "Active health probes that failed.",
-                    ),
-                    check_up_down: one(
-                        "berth_server_check_up_down_total",
-                        "counter",
-                        "Transitions of a backend between healthy and unhealthy.",
-                    ),
-                    bytes_received: one(
-                        "berth_server_bytes_received_total",
-                        "counter",
-                        "Response body bytes berth received from a backend.",
-                    ),
-                    bytes_sent: one(
-                        "berth_server_bytes_sent_total",
-                        "counter",
-                        "Request body bytes berth sent to a backend.",
-                    ),
-                    ejections: one(
-                        "berth_server_ejections_total",
-                        "counter",
-                        "Times passive health ejected a backend after failing requests.",
-                    ),
-                    duration: Family::histogram_of(
-                        duration,
-                        "Upstream time: from choosing the backend to the end of its response.",
-                        SERVER_LATENCY.le,
-                        size(duration, SERVER_LATENCY.le.len() + 3),
-                        buffers,
-                    ),
-                    check_duration: Family::histogram_of(
-                        check_duration,
-                        "Duration of active health probes.",
-                        CHECK_DURATION.le,
-                        size(check_duration, CHECK_DURATION.le.len() + 3),
-                        buffers,
-                    ),
-                }
+            detail: (detail == MetricsDetail::Full).then(|| ServerDetail {
+                requests: family(
+                    "berth_server_requests_total",
+                    Kind::Counter,
+                    "Requests a backend answered (or failed), by status code.",
+                ),
+                open: family(
+                    "berth_server_open_connections",
+                    Kind::Gauge,
+                    "Requests in flight to a backend.",
+                ),
+                connection_errors: family(
+                    "berth_server_connection_errors_total",
+                    Kind::Counter,
+                    "Failed attempts to connect to a backend.",
+                ),
+                check_failures: family(
+                    "berth_server_check_failures_total",
+                    Kind::Counter,
+                    "Active health probes that failed.",
+                ),
+                check_up_down: family(
+                    "berth_server_check_up_down_total",
+                    Kind::Counter,
+                    "Transitions of a backend between healthy and unhealthy.",
+                ),
+                bytes_received: family(
+                    "berth_server_bytes_received_total",
+                    Kind::Counter,
+                    "Response body bytes berth received from a backend.",
+                ),
+                bytes_sent: family(
+                    "berth_server_bytes_sent_total",
+                    Kind::Counter,
+                    "Request body bytes berth sent to a backend.",
+                ),
+                ejections: family(
+                    "berth_server_ejections_total",
+                    Kind::Counter,
+                    "Times passive health ejected a backend after failing requests.",
+                ),
+                duration: family(
+                    "berth_server_request_duration_seconds",
+                    Kind::Histogram(&SERVER_LATENCY),
+                    "Upstream time: from choosing the backend to the end of its response.",
+                ),
+                check_duration: family(
+                    "berth_server_check_duration_seconds",
+                    Kind::Histogram(&CHECK_DURATION),
+                    "Duration of active health probes.",
+                ),
             }),
         }
     }
@@ -262,7 +268,7 @@ impl ServerFamilies {
         let series = &member.series;
         let labels = &series.labels;
         self.up.sample(labels, &[], i64::from(member.routable()));
-        self.info.sample(&member.info_labels, &[], 1);
+        self.info.sample(&member.info_labels, &[], 1u64);
         let Some(detail) = &mut self.detail else {
             return;
         };
@@ -292,10 +298,11 @@ impl ServerFamilies {
         }
     }
 
-    fn into_chunks(self) -> Vec<Vec<u8>> {
-        let mut families = vec![self.up, self.info];
+    fn finish(self, buffers: &Buffers, parts: &mut Vec<Bytes>) {
+        self.up.finish(buffers, parts);
+        self.info.finish(buffers, parts);
         if let Some(d) = self.detail {
-            families.extend([
+            for family in [
                 d.requests,
                 d.open,
                 d.connection_errors,
@@ -306,17 +313,25 @@ impl ServerFamilies {
                 d.ejections,
                 d.duration,
                 d.check_duration,
-            ]);
+            ] {
+                family.finish(buffers, parts);
+            }
         }
-        families.into_iter().map(Family::into_bytes).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use prometheus::proto::MetricType;
+
     use super::*;
     use crate::config::ListenerConfig;
     use crate::health::probe::ProbeCache;
+    use crate::metrics::family::decode_proto;
+    use crate::metrics::label::LabelSet;
     use crate::spec::hostname::DomainSet;
     use crate::spec::{BackendIdentity, BackendSpec, Placement, PolicyLayer, Snapshot};
     use crate::table::tests::service;
@@ -344,7 +359,8 @@ mod tests {
 
     fn text(table: &RouteTable, detail: MetricsDetail) -> String {
         let buffers = Buffers::default();
-        String::from_utf8(render(table, &Metrics::new(), detail, &buffers).concat()).unwrap()
+        let parts = render(table, &Metrics::new(), detail, Format::Text, &buffers);
+        String::from_utf8(parts.concat()).unwrap()
     }
 
     #[test]
@@ -418,6 +434,133 @@ mod tests {
         assert!(lean.contains("berth_server_up{"));
         assert!(lean.contains("berth_server_info{"));
         assert!(lean.contains("berth_service_request_duration_seconds_bucket{"));
+    }
+
+    /// Every sample of a text exposition: `name{labels}`, labels sorted (as Prometheus keeps
+    /// them), to its value. The test's label values hold no `",`.
+    fn text_samples(text: &str) -> BTreeMap<String, f64> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let series = match series.split_once('{') {
+                    Some((name, labels)) => {
+                        let labels = labels.strip_suffix("\"}").unwrap();
+                        let mut pairs: Vec<&str> = labels.split("\",").collect();
+                        pairs.sort();
+                        format!("{name}{{{}\"}}", pairs.join("\","))
+                    }
+                    None => series.to_owned(),
+                };
+                (series, value.parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// The same for a protobuf exposition, as Prometheus turns it into series.
+    fn proto_samples(parts: &[Bytes]) -> BTreeMap<String, f64> {
+        let mut samples = BTreeMap::new();
+        for family in decode_proto(parts) {
+            let name = family.name();
+            for metric in &family.metric {
+                let pairs: Vec<(String, String)> = metric
+                    .label
+                    .iter()
+                    .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                    .collect();
+                let mut add = |suffix: &str, extra: Option<String>, value: f64| {
+                    let mut pairs = pairs.clone();
+                    pairs.extend(extra.map(|le| ("le".to_owned(), le)));
+                    pairs.sort();
+                    let pairs: Vec<(&str, &str)> = pairs
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_str()))
+                        .collect();
+                    let series = match pairs.is_empty() {
+                        true => format!("{name}{suffix}"),
+                        false => format!("{name}{suffix}{{{}}}", LabelSet::new(&pairs).text),
+                    };
+                    samples.insert(series, value);
+                };
+                match family.type_() {
+                    MetricType::COUNTER => add("", None, metric.counter.value()),
+                    MetricType::GAUGE => add("", None, metric.gauge.value()),
+                    MetricType::HISTOGRAM => {
+                        let h = &metric.histogram;
+                        for bucket in &h.bucket {
+                            let le = match bucket.upper_bound() {
+                                f64::INFINITY => "+Inf".to_owned(),
+                                bound => bound.to_string(),
+                            };
+                            add("_bucket", Some(le), bucket.cumulative_count() as f64);
+                        }
+                        add("_sum", None, h.sample_sum());
+                        add("_count", None, h.sample_count() as f64);
+                    }
+                    other => panic!("{name}: unexpected type {other:?}"),
+                }
+            }
+        }
+        samples
+    }
+
+    #[test]
+    fn protobuf_carries_every_sample_of_the_text_format() {
+        let mut task = BackendSpec::new("10.250.0.5:80".parse().unwrap());
+        task.identity = BackendIdentity {
+            id: Some("c0ffee".into()),
+            name: Some("web.2.k3j".into()),
+            placement: Some(Placement {
+                service: "web".into(),
+                task_id: "k3j".into(),
+                slot: Some(2),
+                node: "node-2".into(),
+            }),
+        };
+        let table = compile_specs(
+            vec![task, BackendSpec::new("10.0.0.1:80".parse().unwrap())],
+            &RouteTable::default(),
+        );
+        let api = table.upstream("api").unwrap();
+        for (code, millis) in [(200, 3), (200, 700), (503, 12_000)] {
+            let elapsed = Duration::from_millis(millis);
+            api.series.record_request(code, &http::Method::GET, elapsed);
+            api.member(1)
+                .series
+                .record_response(code, elapsed, 1 << 40, 17);
+        }
+        let metrics = Metrics::new();
+        metrics.config_reload(true);
+        let buffers = Buffers::default();
+        for detail in [MetricsDetail::Full, MetricsDetail::Service] {
+            let text = render(&table, &metrics, detail, Format::Text, &buffers);
+            let proto = render(&table, &metrics, detail, Format::Proto, &buffers);
+            let text_bytes: usize = text.iter().map(Bytes::len).sum();
+            let proto_bytes: usize = proto.iter().map(Bytes::len).sum();
+            let text = text_samples(std::str::from_utf8(&text.concat()).unwrap());
+            let proto = proto_samples(&proto);
+            assert_eq!(
+                text.keys().collect::<Vec<_>>(),
+                proto.keys().collect::<Vec<_>>(),
+                "{detail:?}: the same series"
+            );
+            // The process-wide families are the registry's, encoded by the `prometheus`
+            // crate; the process' own figures move between the two scrapes.
+            for (series, value) in text.iter().filter(|(s, _)| !s.starts_with("process_")) {
+                assert!(
+                    (value - proto[series]).abs() <= value.abs() * 1e-12,
+                    "{series}: {value} in text, {} in protobuf",
+                    proto[series]
+                );
+            }
+            assert!(text.contains_key(
+                "berth_server_info{container_id=\"c0ffee\",container_name=\"web.2.k3j\",node=\"node-2\",server=\"10.250.0.5:80\",service=\"api\",task_id=\"k3j\",task_service=\"web\",task_slot=\"2\"}"
+            ));
+            assert!(
+                proto_bytes < text_bytes,
+                "{detail:?}: {proto_bytes} bytes in protobuf, {text_bytes} in text"
+            );
+        }
     }
 
     #[test]

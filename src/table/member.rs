@@ -12,7 +12,7 @@ use super::ewma::PeakEwma;
 use crate::health::clock::{instant_at, nanos_since_epoch};
 use crate::health::passive::PassiveState;
 use crate::health::state::{HealthState, HealthStatus, ProbeOutcome};
-use crate::metrics::label::label_pair;
+use crate::metrics::label::LabelSet;
 use crate::metrics::ServerSeries;
 use crate::spec::policy::{HealthCheckSpec, ProbeKind};
 use crate::spec::{Admission, BackendIdentity, BackendSpec};
@@ -36,8 +36,8 @@ pub struct Member {
     pub latency: PeakEwma,
     /// Its `open` gauge is the in-flight count the load-aware selectors read.
     pub series: Arc<ServerSeries>,
-    /// `berth_server_info`'s label set, escaped once.
-    pub info_labels: Box<str>,
+    /// `berth_server_info`'s labels.
+    pub info_labels: LabelSet,
 }
 
 const OPEN: u8 = 0;
@@ -63,30 +63,20 @@ impl Member {
     ) -> Member {
         let server = backend.addr.to_string();
         let series = series.unwrap_or_else(|| ServerSeries::new(service, &server));
-        let mut info_labels = format!(
-            "{},{},",
-            label_pair(
-                "container_id",
-                backend.identity.id.as_deref().unwrap_or_default()
-            ),
-            label_pair(
-                "container_name",
-                backend.identity.name.as_deref().unwrap_or_default()
-            ),
-        );
-        if let Some(task) = &backend.identity.placement {
-            let slot = task.slot.map(|s| s.to_string()).unwrap_or_default();
-            for (name, value) in [
+        let id = backend.identity.id.as_deref().unwrap_or_default();
+        let name = backend.identity.name.as_deref().unwrap_or_default();
+        let mut info = vec![("container_id", id), ("container_name", name)];
+        let placement = backend.identity.placement.as_ref();
+        let slot = placement.and_then(|t| t.slot).map(|s| s.to_string());
+        if let Some(task) = placement {
+            info.extend([
                 ("node", task.node.as_str()),
                 ("task_id", &task.task_id),
                 ("task_service", &task.service),
-                ("task_slot", &slot),
-            ] {
-                info_labels.push_str(&label_pair(name, value));
-                info_labels.push(',');
-            }
+                ("task_slot", slot.as_deref().unwrap_or_default()),
+            ]);
         }
-        info_labels.push_str(&series.labels);
+        info.extend([("server", server.as_str()), ("service", &**service)]);
         Member {
             service: Arc::clone(service),
             addr: backend.addr,
@@ -100,7 +90,7 @@ impl Member {
             }),
             latency: PeakEwma::default(),
             series,
-            info_labels: info_labels.into(),
+            info_labels: LabelSet::new(&info),
             identity: Identity::of(&backend.identity),
         }
     }
