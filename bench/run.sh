@@ -740,14 +740,19 @@ scale_wait_ready() {
     die "berth not ready at scale"
 }
 
+# What Prometheus sends to ask for the protobuf exposition.
+PROTO_ACCEPT='application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited'
+
 # Seven scrapes of /metrics from berth (pid $1), read into /dev/null as Prometheus would read
 # them into its parser (a client writing ~90 MiB to disk times its disk, not berth), then one
-# kept to count its samples. Prints: median ms, bytes, samples, berth's CPU ms per scrape.
+# text scrape kept to count its samples (the protobuf one carries the same). With $2 = proto,
+# the scrapes ask for protobuf. Prints: median ms, bytes, samples, berth's CPU ms per scrape.
 scale_scrapes() {
-    local pid=$1 times=() s b ticks0 ticks1
+    local pid=$1 accept="Accept: */*" times=() s b ticks0 ticks1
+    [ "${2:-text}" = proto ] && accept="Accept: $PROTO_ACCEPT"
     ticks0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     for _ in $(seq 7); do
-        read -r s b < <(curl -s -o /dev/null -w '%{time_total} %{size_download}\n' \
+        read -r s b < <(curl -s -o /dev/null -H "$accept" -w '%{time_total} %{size_download}\n' \
             "http://127.0.0.1:$SCALE_ADMIN/metrics")
         times+=("$s")
     done
@@ -788,8 +793,9 @@ scale_bench() {
     local rss hwm
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
-    local full routes_s=() routes_bytes code
+    local full full_proto routes_s=() routes_bytes code
     read -r -a full < <(scale_scrapes "$pid")
+    read -r -a full_proto < <(scale_scrapes "$pid" proto)
     local hwm_scraped
     hwm_scraped=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
     for _ in $(seq 3); do
@@ -845,8 +851,9 @@ scale_bench() {
     pid=$STARTED
     scale_wait_ready "$pid"
     sleep 1
-    local lean
+    local lean lean_proto
     read -r -a lean < <(scale_scrapes "$pid")
+    read -r -a lean_proto < <(scale_scrapes "$pid" proto)
     stop "$pid"
     {
         echo
@@ -864,10 +871,15 @@ scale_bench() {
         echo "| peak RSS (VmHWM) at start | $(awk -v k="$hwm" 'BEGIN {printf "%.0f MiB", k/1024}') |"
         echo "| peak RSS after 7 \`/metrics\` and 3 \`/api/routes\` requests | $(awk -v k="$hwm_scraped" 'BEGIN {printf "%.0f MiB", k/1024}') |"
         echo "| RSS / peak RSS after 4 reloads as well | $(awk -v k="$rss_after" 'BEGIN {printf "%.0f", k/1024}') / $(awk -v k="$hwm_after" 'BEGIN {printf "%.0f MiB", k/1024}') |"
-        for row in "full:${full[*]}" "service:${lean[*]}"; do
-            read -r ms bytes samples cpu <<<"${row#*:}"
-            echo "| \`/metrics\` with \`metrics_detail: ${row%%:*}\`: scrape (median of 7, curl total time, body to /dev/null) / berth CPU per scrape | $ms ms / $cpu ms |"
-            echo "| \`/metrics\` with \`metrics_detail: ${row%%:*}\`: size | $(awk -v b="$bytes" 'BEGIN {printf "%.1f MiB", b/1048576}'), $samples samples |"
+        for row in "full:text:${full[*]}" "full:protobuf:${full_proto[*]}" \
+            "service:text:${lean[*]}" "service:protobuf:${lean_proto[*]}"; do
+            local what=${row%:*} detail format
+            detail=${what%%:*}
+            format=${what#*:}
+            format=${format%%:*}
+            read -r ms bytes samples cpu <<<"${row#*:*:}"
+            echo "| \`/metrics\` $format, \`metrics_detail: $detail\`: scrape (median of 7, curl total time, body to /dev/null) / berth CPU per scrape | $ms ms / $cpu ms |"
+            echo "| \`/metrics\` $format, \`metrics_detail: $detail\`: size | $(awk -v b="$bytes" 'BEGIN {printf "%.1f MiB", b/1048576}'), $samples samples |"
         done
         echo "| \`/api/routes\` (median of 3) | $(printf '%s\n' "${routes_s[@]}" | median | awk '{printf "%.0f ms", $1*1000}'), $(awk -v b="$routes_bytes" 'BEGIN {printf "%.1f MiB", b/1048576}') |"
         echo "| reload: SIGHUP to the new domain routed on the data path (median of 3) | $(printf '%s\n' "${reload_dp[@]}" | median) ms |"
