@@ -394,8 +394,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn server_info_names_a_swarm_tasks_service_slot_and_node() {
+    /// Swarm task `web.2` on node-2, at 10.250.0.5:80.
+    fn swarm_task() -> BackendSpec {
         let mut task = BackendSpec::new("10.250.0.5:80".parse().unwrap());
         task.identity = BackendIdentity {
             id: Some("c0ffee".into()),
@@ -407,6 +407,12 @@ mod tests {
                 node: "node-2".into(),
             }),
         };
+        task
+    }
+
+    #[test]
+    fn server_info_names_a_swarm_tasks_service_slot_and_node() {
+        let task = swarm_task();
         let out = text(
             &compile_specs(vec![task], &RouteTable::default()),
             MetricsDetail::Full,
@@ -506,17 +512,7 @@ mod tests {
 
     #[test]
     fn protobuf_carries_every_sample_of_the_text_format() {
-        let mut task = BackendSpec::new("10.250.0.5:80".parse().unwrap());
-        task.identity = BackendIdentity {
-            id: Some("c0ffee".into()),
-            name: Some("web.2.k3j".into()),
-            placement: Some(Placement {
-                service: "web".into(),
-                task_id: "k3j".into(),
-                slot: Some(2),
-                node: "node-2".into(),
-            }),
-        };
+        let task = swarm_task();
         let table = compile_specs(
             vec![task, BackendSpec::new("10.0.0.1:80".parse().unwrap())],
             &RouteTable::default(),
