@@ -14,18 +14,18 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+use berth::admin::exposition;
+use berth::admin::status_page::StatusPage;
+use berth::admin::traffic::Traffic;
 use berth::config::{ListenerConfig, MetricsDetail};
 use berth::health::probe::ProbeCache;
 use berth::metrics::buffers::Buffers;
 use berth::metrics::format::Format;
 use berth::metrics::{Metrics, ServerSeries, ServiceSeries};
-use berth::ops::exposition;
-use berth::ops::status_page::StatusPage;
-use berth::ops::traffic::Traffic;
+use berth::model::hostname::{normalize_request_host, DomainSet, MAX_HOST_LEN};
+use berth::model::policy::{Algorithm, HealthCheckLayer, ProbeKind};
+use berth::model::{BackendSpec, PolicyLayer, ServiceSpec, Snapshot, SourceKind};
 use berth::proxy::cookie::find_in_header;
-use berth::spec::hostname::{normalize_request_host, DomainSet, MAX_HOST_LEN};
-use berth::spec::policy::{Algorithm, HealthCheckLayer, ProbeKind};
-use berth::spec::{BackendSpec, PolicyLayer, ServiceSpec, Snapshot, SourceKind};
 use berth::table::upstream::Upstream;
 use berth::table::RouteTable;
 

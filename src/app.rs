@@ -18,25 +18,25 @@ use pingora_core::services::listening::Service;
 use pingora_core::services::ServiceWithDependents;
 use tokio::sync::{watch, Notify};
 
+use crate::admin::traffic::{Sampler, Traffic};
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::control::prober::Prober;
 use crate::control::Controller;
 use crate::metrics::Metrics;
-use crate::ops::admin::Admin;
-use crate::ops::lifecycle::Lifecycle;
-use crate::ops::readiness::Readiness;
-use crate::ops::signals::Signals;
-use crate::ops::systemd::{self, ReadyNotifier};
-use crate::ops::traffic::{Sampler, Traffic};
+use crate::model::policy::MAX_RETRIES;
+use crate::model::Snapshot;
 use crate::proxy::forwarding::Scheme;
 use crate::proxy::guard::{Guarded, Limits};
 use crate::proxy::Proxy;
+use crate::runtime::lifecycle::Lifecycle;
+use crate::runtime::readiness::Readiness;
+use crate::runtime::signals::Signals;
+use crate::runtime::systemd::{self, ReadyNotifier};
 use crate::sources::docker::DockerSource;
 use crate::sources::file::{self, FileSource};
 use crate::sources::swarm::SwarmSource;
 use crate::sources::{channel, FeedReader, Source, SourceService};
-use crate::spec::policy::MAX_RETRIES;
-use crate::spec::Snapshot;
 use crate::table::live::LiveTable;
 use crate::tls::acme::{AcmeManager, AcmeStatus};
 use crate::tls::challenge::Challenges;
@@ -141,7 +141,7 @@ impl App {
             shared.metrics.tls_listeners();
         }
         if self.config.server.access_log {
-            crate::ops::access_log::enable();
+            crate::runtime::access_log::enable();
         }
         let mut server = server(&self.config);
         let config = self.config.clone();
@@ -164,7 +164,7 @@ impl App {
             config.internal_domains.clone(),
         );
         // The first table is built: what loading and compiling it left behind is free.
-        crate::ops::memory::release_freed();
+        crate::runtime::memory::release_freed();
         server.add_service(background_service("control plane", controller));
         server.add_service(background_service(
             "health checks",

@@ -16,13 +16,25 @@ use ipnet::IpNet;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::spec::hostname::{parse_domain_pattern, DomainSet};
-use crate::spec::policy::{self, with_policy_knobs};
-use crate::spec::PolicyLayer;
+use crate::model::hostname::{parse_domain_pattern, DomainSet};
+use crate::model::policy::{self, with_policy_knobs};
+use crate::model::PolicyLayer;
 
 /// The most Pingora ever reads of a request head (its own fixed limit): a larger
 /// `max_request_header_size` could never take effect.
 pub const MAX_REQUEST_HEADER_SIZE: u64 = 1 << 20;
+
+/// Where to reach a listener bound to `addr`: a wildcard address (`0.0.0.0`, `::`) is reached
+/// on loopback.
+pub fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
 
 /// A config file whose restart-bound sections are valid; its services are checked by the file
 /// source ([`crate::sources::file::FileServices::from_config`]).

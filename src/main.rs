@@ -13,8 +13,8 @@ use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
 
 use berth::app::App;
-use berth::ops::admin_client;
-use berth::ops::routes_report::{self, Verdict};
+use berth::cli::admin_client;
+use berth::cli::routes_report::{self, Verdict};
 use berth::sources::file;
 use berth::whoami::Whoami;
 
@@ -100,7 +100,7 @@ fn header_safe(name: &str) -> Result<String, String> {
 fn main() -> ExitCode {
     berth::tls::install_crypto_provider();
     let cli = Cli::parse();
-    berth::ops::logging::init();
+    berth::runtime::logging::init();
     let result = match cli.command {
         Command::Serve { config } => App::load(config).and_then(App::run),
         Command::Demo { config } => berth::demo::demo(config),
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
                 )
             }),
     };
-    berth::ops::access_log::flush();
+    berth::runtime::access_log::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

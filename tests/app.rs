@@ -12,8 +12,8 @@ use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use tokio::sync::{mpsc, oneshot};
 
 use berth::app::App;
+use berth::model::{BackendSpec, PolicyLayer, ServiceSpec, Snapshot, SourceKind};
 use berth::sources::{Feed, Source};
-use berth::spec::{BackendSpec, PolicyLayer, ServiceSpec, Snapshot, SourceKind};
 use common::*;
 
 /// Publishes whatever the test sends it.
@@ -50,7 +50,7 @@ impl ShutdownSignalWatch for StopWhenTold {
 
 fn routes_to(backend: &Whoami) -> Snapshot {
     let mut policy = PolicyLayer::default();
-    policy.health_check.kind = Some(berth::spec::policy::ProbeKind::None);
+    policy.health_check.kind = Some(berth::model::policy::ProbeKind::None);
     Snapshot::of(
         vec![ServiceSpec {
             name: "scripted".into(),

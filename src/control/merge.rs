@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::spec::{PolicyLayer, ServiceSpec, Snapshot, SourceKind};
+use crate::model::{PolicyLayer, ServiceSpec, Snapshot, SourceKind};
 
 pub struct Merged {
     pub snapshot: Snapshot,
@@ -85,7 +85,7 @@ pub fn merge(sources: &[&Snapshot]) -> Merged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::ServiceSpec;
+    use crate::model::ServiceSpec;
     use crate::table::tests::service;
 
     fn from(kind: SourceKind, services: Vec<ServiceSpec>) -> Snapshot {

@@ -17,8 +17,8 @@ use tokio::sync::Notify;
 
 use crate::config::ListenerConfig;
 use crate::health::probe::ProbeCache;
+use crate::model::hostname::DomainSet;
 use crate::sources::FeedReader;
-use crate::spec::hostname::DomainSet;
 use crate::table::live::LiveTable;
 use crate::table::RouteTable;
 use merge::merge;
@@ -107,8 +107,8 @@ impl BackgroundService for Controller {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use crate::model::{PolicyLayer, Snapshot, SourceKind};
     use crate::sources::channel;
-    use crate::spec::{PolicyLayer, Snapshot, SourceKind};
     use crate::table::tests::service;
 
     fn listener() -> ListenerConfig {

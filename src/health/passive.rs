@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::clock::{instant_at, nanos_since_epoch};
-use crate::spec::policy::PassiveHealthSpec;
+use crate::model::policy::PassiveHealthSpec;
 
 /// Why and until when a backend is ejected, for operators.
 #[derive(Clone, Debug)]

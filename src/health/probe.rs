@@ -19,7 +19,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::Backend;
 
-use crate::spec::policy::{BackendProtocol, HealthCheckSpec, ProbeKind};
+use crate::model::policy::{BackendProtocol, HealthCheckSpec, ProbeKind};
 
 type Check = dyn HealthCheck + Send + Sync;
 

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::clock::{epoch, nanos_since_epoch};
-use crate::spec::policy::{HealthCheckSpec, ProbeKind};
+use crate::model::policy::{HealthCheckSpec, ProbeKind};
 
 /// Probe interval of a backend that has not passed its first probes yet.
 pub const STARTING_INTERVAL: Duration = Duration::from_millis(250);

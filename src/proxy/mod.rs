@@ -37,10 +37,10 @@ mod route;
 
 use crate::config::{CidrList, ListenerConfig, TlsVersion};
 use crate::metrics::Metrics;
-use crate::ops::access_log;
-use crate::ops::lifecycle::{InflightGuard, Lifecycle};
-use crate::spec::hostname::{normalize_request_host, MAX_HOST_LEN};
-use crate::spec::policy::{BackendProtocol, HashKey};
+use crate::model::hostname::{normalize_request_host, MAX_HOST_LEN};
+use crate::model::policy::{BackendProtocol, HashKey};
+use crate::runtime::access_log;
+use crate::runtime::lifecycle::{InflightGuard, Lifecycle};
 use crate::table::live::LiveTable;
 use crate::table::queue::Refused;
 use crate::tls::challenge::{Challenges, CHALLENGE_PATH};

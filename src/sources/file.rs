@@ -23,9 +23,9 @@ use tokio::sync::watch;
 use super::{Feed, Source};
 use crate::config::{Config, ConfigError, ListenerConfig, ServiceEntry};
 use crate::metrics::Metrics;
-use crate::spec::hostname::parse_domain_pattern;
-use crate::spec::policy::default_service_name;
-use crate::spec::{BackendSpec, PolicyLayer, ServiceSpec, Snapshot, SourceKind};
+use crate::model::hostname::parse_domain_pattern;
+use crate::model::policy::default_service_name;
+use crate::model::{BackendSpec, PolicyLayer, ServiceSpec, Snapshot, SourceKind};
 use crate::tls::store::{load_listener_certificates, CertMap, CertStore};
 
 /// Longest wait for one backend host name to resolve.
@@ -376,7 +376,7 @@ impl FileSource {
             }
         }
         // Parsing a large file leaves tens of megabytes freed; an idle berth would keep them.
-        crate::ops::memory::release_freed();
+        crate::runtime::memory::release_freed();
     }
 
     async fn parse(&self, text: &[u8]) -> Result<Loaded, String> {
@@ -441,7 +441,7 @@ async fn tick(poll: &mut Option<tokio::time::Interval>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::policy::{HealthCheckSpec, Policy, ProbeKind};
+    use crate::model::policy::{HealthCheckSpec, Policy, ProbeKind};
 
     fn parse(text: &str) -> Result<Snapshot, ConfigError> {
         let path = Path::new("test.yaml");

@@ -16,7 +16,7 @@ use pingora_core::services::background::BackgroundService;
 use tokio::sync::{watch, Notify};
 
 use crate::metrics::Metrics;
-use crate::spec::{Snapshot, SourceKind};
+use crate::model::{Snapshot, SourceKind};
 
 /// A producer of routes.
 #[async_trait]

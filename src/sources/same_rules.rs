@@ -12,7 +12,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::docker::labels::{build_snapshot, parse_instance, Instance};
 use super::file::FileServices;
 use crate::config::Config;
-use crate::spec::{ServiceSpec, SourceKind};
+use crate::model::{ServiceSpec, SourceKind};
 
 const IP: &str = "172.17.0.2";
 

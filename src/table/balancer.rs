@@ -17,7 +17,7 @@ use pingora_load_balancing::selection::{
 use pingora_load_balancing::Backend;
 
 use super::member::Member;
-use crate::spec::BackendSpec;
+use crate::model::BackendSpec;
 
 pub enum Balancer {
     RoundRobin(Arc<RoundRobin>),

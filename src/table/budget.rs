@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::health::clock::nanos_since_epoch;
-use crate::spec::policy::{RetryBudget, RETRY_BUDGET_MIN_PER_SECOND, RETRY_BUDGET_WINDOW};
+use crate::model::policy::{RetryBudget, RETRY_BUDGET_MIN_PER_SECOND, RETRY_BUDGET_WINDOW};
 
 const SLOTS: usize = RETRY_BUDGET_WINDOW.as_secs() as usize;
 

@@ -14,8 +14,8 @@ use crate::health::passive::PassiveState;
 use crate::health::state::{HealthState, HealthStatus, ProbeOutcome};
 use crate::metrics::label::LabelSet;
 use crate::metrics::ServerSeries;
-use crate::spec::policy::{HealthCheckSpec, ProbeKind};
-use crate::spec::{Admission, BackendIdentity, BackendSpec};
+use crate::model::policy::{HealthCheckSpec, ProbeKind};
+use crate::model::{Admission, BackendIdentity, BackendSpec};
 
 /// Index of a backend within its upstream.
 pub type MemberIndex = u32;

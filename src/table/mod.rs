@@ -20,9 +20,9 @@ use rustc_hash::FxHashMap;
 
 use crate::config::{ListenerConfig, ListenerRole};
 use crate::health::probe::ProbeCache;
-use crate::spec::hostname::DomainSet;
-use crate::spec::policy::{Policy, Visibility};
-use crate::spec::{PolicyLayer, Snapshot};
+use crate::model::hostname::DomainSet;
+use crate::model::policy::{Policy, Visibility};
+use crate::model::{PolicyLayer, Snapshot};
 use upstream::Upstream;
 
 /// Routes of one host: `(path prefix, upstream index)`, longest prefix first.
@@ -108,7 +108,11 @@ impl HostRouter {
 /// that a TLS listener serves only services with `tls` on, a redirecting listener none, and an
 /// edge listener no internal service. (An edge listener also skips each domain in
 /// `internal_domains`, which [`RouteTable::compile`] checks per domain.)
-pub fn serves(listener: &ListenerConfig, spec: &crate::spec::ServiceSpec, policy: &Policy) -> bool {
+pub fn serves(
+    listener: &ListenerConfig,
+    spec: &crate::model::ServiceSpec,
+    policy: &Policy,
+) -> bool {
     let named = spec
         .listeners
         .as_ref()
@@ -217,7 +221,7 @@ impl RouteTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::spec::{BackendSpec, ServiceSpec, SourceKind};
+    use crate::model::{BackendSpec, ServiceSpec, SourceKind};
 
     pub(crate) fn service(name: &str, domains: &[&str], prefix: &str) -> ServiceSpec {
         ServiceSpec {

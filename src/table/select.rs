@@ -14,8 +14,8 @@ use pingora_load_balancing::Backend;
 
 use super::balancer::Balancer;
 use super::member::{Member, MemberIndex};
-use crate::spec::policy::Algorithm;
-use crate::spec::BackendSpec;
+use crate::model::policy::Algorithm;
+use crate::model::BackendSpec;
 
 pub enum Selector {
     Pingora(Balancer),

@@ -20,8 +20,8 @@ use crate::health::passive::Ejection;
 use crate::health::probe::{Probe, ProbeCache};
 use crate::health::state::HealthStatus;
 use crate::metrics::ServiceSeries;
-use crate::spec::policy::{Policy, ProbeKind};
-use crate::spec::{Admission, BackendSpec, PlatformHealth, ServiceSpec};
+use crate::model::policy::{Policy, ProbeKind};
+use crate::model::{Admission, BackendSpec, PlatformHealth, ServiceSpec};
 
 /// How a backend stands, as operators see it (the admin API, the status page, `berth routes`):
 /// what the platform says (stopping, its own health check) comes before berth's probes.
@@ -371,7 +371,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::spec::policy::{Algorithm, HealthCheckSpec, PassiveHealthSpec};
+    use crate::model::policy::{Algorithm, HealthCheckSpec, PassiveHealthSpec};
     use crate::table::tests::service;
 
     /// Backends with these weights, in rotation from the start (no probe).

@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant as TimerInstant, Sleep};
 
 use super::Listener;
-use crate::ops::access_log;
+use crate::runtime::access_log;
 
 /// Largest single read from the client while a head is held back.
 const READ_CHUNK: usize = 16 * 1024;

@@ -4,16 +4,16 @@
 //! The grammar is acsrouting's (`aliyun.routing.port_80: restserver.local`), accepted under
 //! every configured prefix (`berth.` and `aliyun.` by default); see the README's label
 //! reference. Each value goes through the same `parse_*` rule as the config file's key for it
-//! ([`crate::spec::policy`]); only the grammar around the values is the labels' own.
+//! ([`crate::model::policy`]); only the grammar around the values is the labels' own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::spec::hostname::parse_domain_pattern;
-use crate::spec::policy::{self, HealthCheckLayer, ProbeKind};
-use crate::spec::{
+use crate::model::hostname::parse_domain_pattern;
+use crate::model::policy::{self, HealthCheckLayer, ProbeKind};
+use crate::model::{
     Admission, BackendIdentity, BackendSpec, Placement, PlatformHealth, PolicyLayer, ServiceSpec,
     Snapshot, SourceKind,
 };
@@ -572,7 +572,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use crate::spec::policy::Algorithm;
+    use crate::model::policy::Algorithm;
 
     fn prefixes() -> Vec<String> {
         vec!["berth".into(), "aliyun".into()]

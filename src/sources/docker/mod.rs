@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::engine::{self, Ended, EngineSession};
 use super::{Feed, Source};
 use crate::config::DockerConfig;
-use crate::spec::{PlatformHealth, SourceKind};
+use crate::model::{PlatformHealth, SourceKind};
 use labels::{asks_for_routes, build_snapshot, short_id, Instance};
 
 /// The label Docker puts on the container of every Swarm task.

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::api::{Labels, Node, Service, Task};
+use crate::model::Placement;
 use crate::sources::docker::labels::{asks_for_routes, Instance};
-use crate::spec::Placement;
 
 /// How long a task that is leaving keeps serving when every other backend of its service
 /// joined less than this ago. A rolling update stops an old task in the same instant its

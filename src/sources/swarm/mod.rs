@@ -33,7 +33,7 @@ use super::docker::labels::build_snapshot;
 use super::engine::{self, Connected, Ended, Endpoints, EngineSession};
 use super::{Feed, Source};
 use crate::config::SwarmConfig;
-use crate::spec::SourceKind;
+use crate::model::SourceKind;
 use api::{Info, Node, Service, Task};
 use cluster::Cluster;
 

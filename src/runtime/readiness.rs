@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::admin_client;
 use super::lifecycle::Lifecycle;
 use crate::table::live::LiveTable;
 
@@ -55,7 +54,7 @@ async fn accepts(addr: SocketAddr) -> bool {
     matches!(
         tokio::time::timeout(
             Duration::from_millis(500),
-            tokio::net::TcpStream::connect(admin_client::reachable(addr))
+            tokio::net::TcpStream::connect(crate::config::reachable(addr))
         )
         .await,
         Ok(Ok(_))

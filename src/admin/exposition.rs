@@ -19,7 +19,7 @@ use crate::metrics::proto::ProtoFamily;
 use crate::metrics::series::{CHECK_DURATION, SERVER_LATENCY, SERVICE_LATENCY};
 use crate::metrics::text::TextFamily;
 use crate::metrics::Metrics;
-use crate::spec::policy::ProbeKind;
+use crate::model::policy::ProbeKind;
 use crate::table::member::Member;
 use crate::table::upstream::Upstream;
 use crate::table::RouteTable;
@@ -332,8 +332,8 @@ mod tests {
     use crate::health::probe::ProbeCache;
     use crate::metrics::family::decode_proto;
     use crate::metrics::label::LabelSet;
-    use crate::spec::hostname::DomainSet;
-    use crate::spec::{BackendIdentity, BackendSpec, Placement, PolicyLayer, Snapshot};
+    use crate::model::hostname::DomainSet;
+    use crate::model::{BackendIdentity, BackendSpec, Placement, PolicyLayer, Snapshot};
     use crate::table::tests::service;
 
     fn compile(backends: &[&str], previous: &RouteTable) -> RouteTable {

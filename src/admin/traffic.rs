@@ -216,8 +216,8 @@ mod tests {
     use super::*;
     use crate::config::ListenerConfig;
     use crate::health::probe::ProbeCache;
-    use crate::spec::hostname::DomainSet;
-    use crate::spec::{PolicyLayer, Snapshot};
+    use crate::model::hostname::DomainSet;
+    use crate::model::{PolicyLayer, Snapshot};
     use crate::table::tests::service;
 
     #[test]

@@ -331,55 +331,55 @@ macro_rules! with_policy_knobs {
         $(#[$meta])*
         $vis struct $name {
             $($(#[$field_meta])* $field_vis $field: $ty,)*
-            #[serde(default, deserialize_with = "crate::spec::policy::de::algorithm")]
-            pub algorithm: Option<$crate::spec::policy::Algorithm>,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::hash_key")]
-            pub hash_key: Option<$crate::spec::policy::HashKey>,
+            #[serde(default, deserialize_with = "crate::model::policy::de::algorithm")]
+            pub algorithm: Option<$crate::model::policy::Algorithm>,
+            #[serde(default, deserialize_with = "crate::model::policy::de::hash_key")]
+            pub hash_key: Option<$crate::model::policy::HashKey>,
             /// Cookie name; the empty string turns stickiness off.
-            #[serde(default, deserialize_with = "crate::spec::policy::de::sticky_cookie")]
+            #[serde(default, deserialize_with = "crate::model::policy::de::sticky_cookie")]
             pub sticky_cookie: Option<String>,
             #[serde(default)]
-            pub health_check: $crate::spec::policy::HealthCheckLayer,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::retries")]
+            pub health_check: $crate::model::policy::HealthCheckLayer,
+            #[serde(default, deserialize_with = "crate::model::policy::de::retries")]
             pub retries: Option<u32>,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::retry_on")]
-            pub retry_on: Option<$crate::spec::policy::RetryOn>,
+            #[serde(default, deserialize_with = "crate::model::policy::de::retry_on")]
+            pub retry_on: Option<$crate::model::policy::RetryOn>,
             /// `20%`; `none` removes the budget.
-            #[serde(default, deserialize_with = "crate::spec::policy::de::retry_budget")]
-            pub retry_budget: Option<Option<$crate::spec::policy::RetryBudget>>,
+            #[serde(default, deserialize_with = "crate::model::policy::de::retry_budget")]
+            pub retry_budget: Option<Option<$crate::model::policy::RetryBudget>>,
             #[serde(default)]
-            pub passive_health: $crate::spec::policy::PassiveHealthLayer,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
+            pub passive_health: $crate::model::policy::PassiveHealthLayer,
+            #[serde(default, deserialize_with = "crate::model::policy::de::duration")]
             pub slow_start: Option<std::time::Duration>,
             /// Zero is unlimited.
-            #[serde(default, deserialize_with = "crate::spec::policy::de::max_connections")]
+            #[serde(default, deserialize_with = "crate::model::policy::de::max_connections")]
             pub max_connections: Option<u32>,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
+            #[serde(default, deserialize_with = "crate::model::policy::de::duration")]
             pub queue_timeout: Option<std::time::Duration>,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::max_queue")]
+            #[serde(default, deserialize_with = "crate::model::policy::de::max_queue")]
             pub max_queue: Option<u32>,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
+            #[serde(default, deserialize_with = "crate::model::policy::de::duration")]
             pub connect_timeout: Option<std::time::Duration>,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
+            #[serde(default, deserialize_with = "crate::model::policy::de::duration")]
             pub read_timeout: Option<std::time::Duration>,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::duration")]
+            #[serde(default, deserialize_with = "crate::model::policy::de::duration")]
             pub idle_timeout: Option<std::time::Duration>,
             /// `true`, `false`, or `{enabled, acme, hsts}`.
-            #[serde(default, deserialize_with = "crate::spec::policy::de::tls")]
-            pub tls: $crate::spec::policy::TlsLayer,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::backend_protocol")]
-            pub backend_protocol: Option<$crate::spec::policy::BackendProtocol>,
-            #[serde(default, deserialize_with = "crate::spec::policy::de::visibility")]
-            pub visibility: Option<$crate::spec::policy::Visibility>,
+            #[serde(default, deserialize_with = "crate::model::policy::de::tls")]
+            pub tls: $crate::model::policy::TlsLayer,
+            #[serde(default, deserialize_with = "crate::model::policy::de::backend_protocol")]
+            pub backend_protocol: Option<$crate::model::policy::BackendProtocol>,
+            #[serde(default, deserialize_with = "crate::model::policy::de::visibility")]
+            pub visibility: Option<$crate::model::policy::Visibility>,
             /// A size (`1048576`, `10MiB`); `none` lifts a limit set below.
-            #[serde(default, deserialize_with = "crate::spec::policy::de::max_body_size")]
+            #[serde(default, deserialize_with = "crate::model::policy::de::max_body_size")]
             pub max_body_size: Option<Option<u64>>,
         }
 
         impl $name {
             /// The policy knobs this entry sets.
-            pub fn policy(&self) -> $crate::spec::policy::PolicyLayer {
-                $crate::spec::policy::PolicyLayer {
+            pub fn policy(&self) -> $crate::model::policy::PolicyLayer {
+                $crate::model::policy::PolicyLayer {
                     algorithm: self.algorithm,
                     hash_key: self.hash_key.clone(),
                     sticky_cookie: self.sticky_cookie.clone(),

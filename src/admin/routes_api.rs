@@ -117,7 +117,7 @@ pub struct BackendView {
     pub last_probe: Option<ProbeView>,
 }
 
-/// Where the orchestrator placed a backend ([`crate::spec::Placement`]).
+/// Where the orchestrator placed a backend ([`crate::model::Placement`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     /// The Swarm service.

@@ -18,8 +18,8 @@ use base64::Engine as _;
 use super::present::{age, latency, rate, short_id, thousands};
 use super::traffic::{LastMinute, Traffic};
 use crate::health::state::HealthStatus;
-use crate::spec::policy::ProbeKind;
-use crate::spec::PlatformHealth;
+use crate::model::policy::ProbeKind;
+use crate::model::PlatformHealth;
 use crate::table::member::Member;
 use crate::table::upstream::{Standing, Upstream};
 use crate::table::RouteTable;
@@ -272,13 +272,13 @@ fn service(
         }
         page.text(served_on.names.get(at).map_or("?", String::as_str));
     }
-    if policy.visibility == crate::spec::policy::Visibility::Internal {
+    if policy.visibility == crate::model::policy::Visibility::Internal {
         page.raw(" · internal");
     }
     page.raw("</b></span><span class=\"kv\"><b>");
     page.raw(policy.algorithm.as_str());
     page.raw("</b>");
-    if policy.algorithm == crate::spec::policy::Algorithm::ConsistentHash {
+    if policy.algorithm == crate::model::policy::Algorithm::ConsistentHash {
         page.raw(" on ");
         page.text(&policy.hash_key.to_string());
     }
@@ -608,8 +608,8 @@ mod tests {
     use super::*;
     use crate::config::ListenerConfig;
     use crate::health::probe::ProbeCache;
-    use crate::spec::hostname::DomainSet;
-    use crate::spec::{BackendIdentity, BackendSpec, PolicyLayer, Snapshot, SourceKind};
+    use crate::model::hostname::DomainSet;
+    use crate::model::{BackendIdentity, BackendSpec, PolicyLayer, Snapshot, SourceKind};
     use crate::table::tests::service;
 
     #[test]
@@ -672,9 +672,9 @@ mod tests {
             .iter()
             .map(|a| BackendSpec::new(a.parse().unwrap()))
             .collect();
-        web.backends[0].admission = crate::spec::Admission::Draining;
-        web.backends[1].admission = crate::spec::Admission::Held(PlatformHealth::Unhealthy);
-        web.backends[2].admission = crate::spec::Admission::Held(PlatformHealth::Starting);
+        web.backends[0].admission = crate::model::Admission::Draining;
+        web.backends[1].admission = crate::model::Admission::Held(PlatformHealth::Unhealthy);
+        web.backends[2].admission = crate::model::Admission::Held(PlatformHealth::Starting);
         let table = RouteTable::compile(
             &Snapshot::of(vec![web], None),
             &PolicyLayer::default(),

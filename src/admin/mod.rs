@@ -16,16 +16,21 @@ use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 
-use super::readiness::Readiness;
-use super::status_page::StatusPage;
-use super::traffic::Traffic;
-use super::{exposition, routes_api};
+pub mod exposition;
+pub mod present;
+pub mod routes_api;
+pub mod status_page;
+pub mod traffic;
+
 use crate::config::{AdminConfig, AdminToken, CidrList, ListenerConfig, MetricsDetail};
 use crate::metrics::buffers::Buffers;
 use crate::metrics::format::Format;
 use crate::metrics::Metrics;
+use crate::runtime::readiness::Readiness;
 use crate::table::live::LiveTable;
 use crate::tls::TlsLookup;
+use status_page::StatusPage;
+use traffic::Traffic;
 
 /// The admin listener's HTTP service.
 pub struct Admin {

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use super::admin_client::{self, Admin};
-use super::present::{age, short_id};
-use super::routes_api::{BackendView, ServiceView};
+use crate::admin::present::{age, short_id};
+use crate::admin::routes_api::{BackendView, ServiceView};
 
 /// What `berth routes` found.
 #[derive(Debug, PartialEq, Eq)]
@@ -206,7 +206,7 @@ fn printable(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::routes_api::{HealthCheckView, ProbeView, TaskView};
+    use crate::admin::routes_api::{HealthCheckView, ProbeView, TaskView};
 
     fn backend(address: &str, health: &str, probe: Option<(bool, &str)>) -> BackendView {
         BackendView {

@@ -7,25 +7,13 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{AdminToken, Config};
+use crate::config::{reachable, AdminToken, Config};
 
 /// A running berth's admin listener, and the token it wants for its API (from the config's
 /// `admin.token_file`).
 pub struct Admin {
     pub addr: SocketAddr,
     token: Option<AdminToken>,
-}
-
-/// Where to reach a listener bound to `addr`: a wildcard address (`0.0.0.0`, `::`) is reached
-/// on loopback.
-pub fn reachable(mut addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
 }
 
 /// The admin listener of the berth that runs the config at `path`, with its token.
