@@ -1,7 +1,7 @@
 //! A series' label pairs, written in both exposition formats once, when the series is made, so
 //! a scrape of either format only copies them.
 
-use super::proto;
+use super::wire;
 
 /// One series' labels as the text format writes them (`a="x",b="y"`, escaped) and as the
 /// protobuf format does (`Metric.label` fields).
@@ -19,7 +19,7 @@ impl LabelSet {
             .collect();
         let mut encoded = Vec::new();
         for (name, value) in pairs {
-            proto::label_pair(&mut encoded, name, value);
+            wire::label_pair(&mut encoded, name, value);
         }
         Self {
             text: text.join(",").into(),

@@ -3,7 +3,7 @@
 //! Two kinds live here. The per-service and per-backend series ([`series`]) are plain atomics
 //! held by the route table's upstreams and members, resolved once when the table is compiled:
 //! the data path never looks a series up by label strings, and the exposition
-//! ([`crate::ops::exposition`]) writes them straight from the live table, so a series exists
+//! ([`crate::admin::exposition`]) writes them straight from the live table, so a series exists
 //! exactly as long as something routes to it and a scrape copies nothing. The process-wide
 //! families (reloads, discovery, unrouted requests, `process_*`) are few and rarely written;
 //! they stay in a `prometheus` registry ([`Metrics`]), whose exposition (text or protobuf) is
@@ -16,6 +16,7 @@ pub mod label;
 pub mod proto;
 pub mod series;
 pub mod text;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -91,7 +92,7 @@ impl HandshakeFailure {
 }
 
 /// Failed client handshakes. Process-wide statics, because they are counted by the log
-/// subscriber (`crate::ops::logging`), which exists before any [`Metrics`]: Pingora reports
+/// subscriber (`crate::runtime::logging`), which exists before any [`Metrics`]: Pingora reports
 /// these failures only as log lines.
 static TLS_HANDSHAKE_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     IntCounterVec::new(

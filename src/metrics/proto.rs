@@ -18,32 +18,7 @@ use super::buffers::Buffers;
 use super::family::{Family, Kind, Value};
 use super::label::LabelSet;
 use super::series::{Histogram, MAX_BUCKETS};
-
-/// Field tags (field number << 3 | wire type) of the messages written here.
-mod tag {
-    /// `MetricFamily.name`, `.help` (length-delimited), `.type` (varint), `.metric`.
-    pub const FAMILY_NAME: u8 = 0x0a;
-    pub const FAMILY_HELP: u8 = 0x12;
-    pub const FAMILY_TYPE: u8 = 0x18;
-    pub const FAMILY_METRIC: u8 = 0x22;
-    /// `Metric.label`, `.gauge`, `.counter`, `.histogram`.
-    pub const METRIC_LABEL: u8 = 0x0a;
-    pub const METRIC_GAUGE: u8 = 0x12;
-    pub const METRIC_COUNTER: u8 = 0x1a;
-    pub const METRIC_HISTOGRAM: u8 = 0x3a;
-    /// `LabelPair.name`, `.value`.
-    pub const LABEL_NAME: u8 = 0x0a;
-    pub const LABEL_VALUE: u8 = 0x12;
-    /// `Gauge.value` and `Counter.value` (a double).
-    pub const VALUE: u8 = 0x09;
-    /// `Histogram.sample_count`, `.sample_sum`, `.bucket`.
-    pub const HISTOGRAM_COUNT: u8 = 0x08;
-    pub const HISTOGRAM_SUM: u8 = 0x11;
-    pub const HISTOGRAM_BUCKET: u8 = 0x1a;
-    /// `Bucket.cumulative_count`, `.upper_bound`.
-    pub const BUCKET_COUNT: u8 = 0x08;
-    pub const BUCKET_BOUND: u8 = 0x11;
-}
+use super::wire::{field_len, label_pair, label_pair_len, string_field, tag, varint, varint_len};
 
 /// `MetricType` values.
 fn type_code(kind: Kind) -> u8 {
@@ -166,41 +141,6 @@ fn seconds(nanos: u64) -> f64 {
     nanos as f64 / 1e9
 }
 
-/// Appends one `Metric.label` field.
-pub fn label_pair(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.push(tag::METRIC_LABEL);
-    varint(out, label_pair_len(name, value) as u64);
-    string_field(out, tag::LABEL_NAME, name.as_bytes());
-    string_field(out, tag::LABEL_VALUE, value.as_bytes());
-}
-
-fn label_pair_len(name: &str, value: &str) -> usize {
-    field_len(name.len()) + field_len(value.len())
-}
-
-fn string_field(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
-    out.push(tag);
-    varint(out, value.len() as u64);
-    out.extend_from_slice(value);
-}
-
-/// A length-delimited field's bytes: tag, length, content.
-fn field_len(content: usize) -> usize {
-    1 + varint_len(content as u64) + content
-}
-
-fn varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn varint_len(value: u64) -> usize {
-    (64 - value.max(1).leading_zeros() as usize).div_ceil(7)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -315,24 +255,6 @@ mod tests {
             let decoded = &finish(family)[0];
             let expected = [("a".to_owned(), first), ("b".to_owned(), second)];
             proptest::prop_assert_eq!(pairs(&decoded.metric[0]), expected);
-        }
-    }
-
-    #[test]
-    fn varint_lengths_match_what_is_written() {
-        for value in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            let mut out = Vec::new();
-            varint(&mut out, value);
-            assert_eq!(out.len(), varint_len(value), "{value}");
         }
     }
 }
